@@ -1,0 +1,46 @@
+# Every target installs what it needs into .venv: a fresh clone needs only python3 (>= 3.11).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+SHARDS ?= 0-1
+SRC ?= data/sa1b
+DST ?= data/sa1b_packed
+JOBS ?= 2
+DEMO := demo
+
+.PHONY: venv demo test lint pack bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check sa1b_pack tests benchmarks
+	$(BIN)/ruff format --check sa1b_pack tests benchmarks
+
+# pytest exits 5 when it collected no test: for us that is a broken suite, not a pass.
+test: lint
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+pack: $(STAMP)
+	$(BIN)/sa1b-pack pack $(SRC) $(DST) --shards $(SHARDS) --jobs $(JOBS)
+
+demo: $(STAMP)
+	$(BIN)/sa1b-pack synth $(DEMO)/src --shards 0-1 --images-per-shard 8 --jobs 2
+	$(BIN)/sa1b-pack pack $(DEMO)/src $(DEMO)/store --shards 0-1 --jobs 2
+	$(BIN)/sa1b-pack info $(DEMO)/store
+	$(BIN)/python benchmarks/demo_readback.py $(DEMO)/store $(DEMO)/src
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_store.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

@@ -1,0 +1,100 @@
+"""The ``sa1b-pack`` command: thin wrappers over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .manifest import StoreError
+from .shards import ShardError, available_shards, parse_shards
+
+
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .pack import pack
+
+    shards = parse_shards(args.shards) if args.shards else available_shards(args.src)
+    if not shards:
+        raise FileNotFoundError(f"no sa_NNNNNN.tar shards in {args.src}")
+    report = pack(args.src, args.dst, shards, jobs=args.jobs, progress=not args.quiet)
+    left_out = sum(len(v) for v in report.skipped_members.values())
+    print(
+        f"packed {len(report.packed)} shards ({report.images} images, {report.masks} masks), "
+        f"{len(report.skipped_existing)} already in the store, {len(report.failed)} failed, "
+        f"{left_out} members left out"
+    )
+    for error in report.failed.values():
+        print(f"FAILED {error}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from .synth import synth_shards
+
+    paths = synth_shards(
+        args.out,
+        parse_shards(args.shards),
+        args.images_per_shard,
+        small=args.small,
+        seed=args.seed,
+        layout=args.layout,
+        gzip=args.gzip,
+        jobs=args.jobs,
+        progress=not args.quiet,
+    )
+    print(f"wrote {len(paths)} shards to {args.out}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    info = open_store(args.dst).info()
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        shown = f"{value:,}" if isinstance(value, int) else value
+        print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sa1b-pack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pack", help="pack tar shards into a store (resumable)")
+    p.add_argument("src", help="folder holding sa_NNNNNN.tar shards")
+    p.add_argument("dst", help="store folder (created if missing)")
+    p.add_argument("--shards", help="e.g. 0-99 or 3,7,10-12 (default: every shard in SRC)")
+    p.add_argument("--jobs", type=int, default=1, help="shards packed in parallel")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_pack)
+
+    s = sub.add_parser("synth", help="write synthetic SA-1B-format shards")
+    s.add_argument("out")
+    s.add_argument("--shards", default="0", help="e.g. 0-1")
+    s.add_argument("--images-per-shard", type=int, default=20)
+    s.add_argument("--small", action="store_true", help="small images, few masks (tests)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--layout", choices=["root", "dot", "folder"], default="root")
+    s.add_argument("--gzip", action="store_true", help="gzip the tar, keeping the .tar name")
+    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_synth)
+
+    i = sub.add_parser("info", help="shards, images, masks, bytes, format version")
+    i.add_argument("dst")
+    i.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ShardError, StoreError, FileNotFoundError, ValueError) as exc:
+        print(f"sa1b-pack: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

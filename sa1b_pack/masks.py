@@ -1,0 +1,116 @@
+"""Mask codec API: the numba kernels behind argument checks, allocation and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .format import RUNS_DTYPE
+
+_PARSE_ERRORS = {
+    kernels.ERR_BAD_CHAR: "a character outside '0'..'o'",
+    kernels.ERR_TRUNCATED: "the string ends inside a continuation",
+    kernels.ERR_NEGATIVE: "a negative run",
+    kernels.ERR_OVERFLOW: "a run that overflows 32 bits",
+    kernels.ERR_SUM: "runs that do not sum to height * width",
+}
+
+
+def _as_bytes(counts: str | bytes) -> np.ndarray:
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("malformed RLE counts: a non-ASCII character") from None
+    return np.frombuffer(counts, dtype=np.uint8)
+
+
+def string_to_runs(counts: str | bytes, height: int, width: int) -> np.ndarray:
+    """Runs (uint32) of a COCO counts string; ValueError if malformed or not summing to h * w."""
+    data = _as_bytes(counts)
+    out = np.empty(max(len(data), 1), dtype=RUNS_DTYPE)
+    n = kernels.parse_counts(data, out, np.int64(height) * np.int64(width))
+    if n < 0:
+        raise ValueError(f"malformed RLE counts: {_PARSE_ERRORS.get(n, f'error {n}')}")
+    if n == 0:
+        raise ValueError("malformed RLE counts: an empty string")
+    return out[:n]
+
+
+def runs_to_string(runs: np.ndarray) -> str:
+    """COCO counts string of runs, byte-identical to pycocotools' encoder."""
+    runs = np.ascontiguousarray(runs, dtype=RUNS_DTYPE)
+    out = np.empty(7 * len(runs), dtype=np.uint8)
+    n = kernels.encode_counts(runs, out)
+    return out[:n].tobytes().decode("ascii")
+
+
+def mask_to_runs(mask: np.ndarray) -> np.ndarray:
+    """Column-major runs (uint32) of a dense (H, W) mask; nonzero is foreground."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    out = np.empty(mask.size + 1, dtype=RUNS_DTYPE)
+    n = kernels.mask_to_runs(mask.view(np.uint8) if mask.dtype == np.bool_ else mask, out)
+    return out[:n].copy()
+
+
+def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=np.uint8)
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    if out.dtype not in (np.uint8, np.bool_):
+        raise ValueError(f"out must be uint8 or bool, got {out.dtype}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    return out
+
+
+def decode(
+    runs: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    size: tuple[int, int] | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Decode masks runs[offsets[m] : offsets[m] + counts[m]] into (N, h, w).
+
+    ``size=(h, w)`` resamples by nearest neighbour: output pixel (y, x) is source pixel
+    (floor((y + 0.5) * H / h), floor((x + 0.5) * W / w)), computed from the runs at a cost in
+    output pixels plus runs. Nothing is written unless every mask is valid.
+    """
+    h, w = (height, width) if size is None else (int(size[0]), int(size[1]))
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    result = _check_out(out, (len(offsets), h, w))
+    if height < 1 or width < 1 or h < 1 or w < 1:
+        raise ValueError(f"empty mask size: source {height}x{width}, output {h}x{w}")
+    row_map = kernels.sample_map(height, h)
+    col_map = kernels.sample_map(width, w)
+    target = result.view(np.uint8) if result.dtype == np.bool_ else result
+    bad = kernels.decode_masks(runs, offsets, counts, height, width, row_map, col_map, target)
+    if bad >= 0:
+        raise ValueError(
+            f"corrupt runs for mask {bad}: outside the payload or not summing to {height} x {width}"
+        )
+    return result
+
+
+def area(runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Foreground pixel count per mask (int64), derived from the runs."""
+    out = np.empty(len(offsets), dtype=np.int64)
+    kernels.runs_area(runs, np.asarray(offsets, np.int64), np.asarray(counts, np.int64), out)
+    return out
+
+
+def bbox(runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray, height: int) -> np.ndarray:
+    """Tight [x, y, w, h] box per mask (float64) derived from the runs, as pycocotools.toBbox."""
+    out = np.empty((len(offsets), 4), dtype=np.float64)
+    kernels.runs_bbox(
+        runs, np.asarray(offsets, np.int64), np.asarray(counts, np.int64), height, out
+    )
+    return out

@@ -1,0 +1,167 @@
+"""The packer: many shards -> one store, in parallel, resumable, committing shard by shard.
+
+Each shard is one unit of work (``part.write_part``) run by joblib; this process alone owns
+the manifest and lists each part the moment it is complete. Re-running over the same range
+skips committed shards, drops uncommitted leftovers of a killed run, and packs the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from .format import PART_FILES, PARTS_DIR
+from .manifest import (
+    StoreError,
+    empty_manifest,
+    read_manifest,
+    write_manifest,
+    writer_lock,
+)
+from .part import PartResult, write_part
+from .shards import ShardError, find_shards, shard_name
+
+
+@dataclass
+class PackReport:
+    """What a pack run did: shards packed now, already there, failed; members left out."""
+
+    packed: list[str] = field(default_factory=list)
+    skipped_existing: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # shard -> error message
+    skipped_members: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    images: int = 0
+    masks: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _open_or_create(dst: Path) -> dict[str, Any]:
+    try:
+        return read_manifest(dst)
+    except StoreError:
+        if (dst / "manifest.json").exists():
+            raise
+        return empty_manifest()
+
+
+def _is_committed(dst: Path, name: str, entry: dict[str, Any]) -> bool:
+    part = dst / PARTS_DIR / name
+    return all(
+        (part / f).is_file() and (part / f).stat().st_size == entry["files"][f]["bytes"]
+        for f in PART_FILES
+    )
+
+
+def _drop_leftovers(dst: Path, committed: set[str]) -> None:
+    """Remove temp folders and unlisted parts left by a killed run (we hold the lock)."""
+    parts = dst / PARTS_DIR
+    if not parts.is_dir():
+        return
+    for path in parts.iterdir():
+        if path.name not in committed:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _pack_one(
+    tar: Path, index: int, dst: Path, progress: Any | None
+) -> tuple[int, PartResult | None, str | None]:
+    """Worker entry point: a ShardError becomes a result, so other shards go on."""
+    report: Callable[[int], None] | None = progress.put if progress is not None else None
+    try:
+        return index, write_part(tar, index, dst, report), None
+    except ShardError as exc:
+        return index, None, str(exc)
+
+
+def _drain(queue: Any, bar: tqdm) -> None:
+    while (n := queue.get()) is not None:
+        bar.update(n)
+
+
+def pack(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    shards: list[int],
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+) -> PackReport:
+    """Pack shards ``sa_NNNNNN.tar`` of ``src`` into store ``dst``, committing each as it ends."""
+    dst = Path(dst)
+    tars = find_shards(src, shards)
+    dst.mkdir(parents=True, exist_ok=True)
+    report = PackReport()
+    with writer_lock(dst):
+        manifest = _open_or_create(dst)
+        listed = manifest["shards"]
+        committed = {n for n, e in listed.items() if _is_committed(dst, n, e)}
+        if committed != set(listed):
+            broken = sorted(set(listed) - committed)
+            raise StoreError(f"{dst}: committed shards with missing or resized files: {broken}")
+        _drop_leftovers(dst, committed)
+        if not listed:
+            write_manifest(dst, manifest)
+        todo = []
+        for index in shards:
+            if shard_name(index) in committed:
+                report.skipped_existing.append(shard_name(index))
+            else:
+                todo.append(index)
+        jobs = max(1, min(jobs, len(todo) or 1))
+        shard_bar = tqdm(total=len(todo), desc="shards", unit="shard", disable=not progress)
+        image_bar = tqdm(desc="images", unit="img", disable=not progress)
+        queue, drainer, manager = None, None, None
+        if progress:
+            if jobs > 1:
+                import multiprocessing
+
+                manager = multiprocessing.Manager()
+                queue = manager.Queue()
+            else:
+                import queue as queue_module
+
+                queue = queue_module.SimpleQueue()
+            drainer = threading.Thread(target=_drain, args=(queue, image_bar), daemon=True)
+            drainer.start()
+        try:
+            runs = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                delayed(_pack_one)(tars[i], i, dst, queue) for i in todo
+            )
+            for index, result, error in runs:
+                name = shard_name(index)
+                if error is not None:
+                    report.failed[name] = error
+                    tqdm.write(f"FAILED {error}", file=sys.stderr)
+                else:
+                    assert result is not None
+                    manifest["shards"][name] = result.entry
+                    write_manifest(dst, manifest)
+                    report.packed.append(name)
+                    report.images += result.entry["images"]
+                    report.masks += result.entry["masks"]
+                    if result.skipped:
+                        report.skipped_members[name] = result.skipped
+                        for member, reason in result.skipped:
+                            tqdm.write(f"left out {name}: {member}: {reason}", file=sys.stderr)
+                shard_bar.update(1)
+        finally:
+            if queue is not None:
+                queue.put(None)
+                drainer.join()
+            if manager is not None:
+                manager.shutdown()
+            shard_bar.close()
+            image_bar.close()
+    return report

@@ -1,0 +1,287 @@
+"""The reader: open a store, serve sample ``i`` by index with memmap slicing and no copies.
+
+Opening reads only the manifest. A part's tables (uncompressed Arrow IPC) and payloads are
+memory-mapped on first touch, once per process: a store created before ``fork`` re-opens its
+maps in the child, and pickling (``spawn`` workers) carries only the path. Everything handed
+out is a read-only view.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import simplejpeg
+
+from . import masks as mask_codec
+from .format import (
+    ANNOTATIONS_ARROW,
+    IMAGES_ARROW,
+    JPEG_DTYPE,
+    JPEG_PAYLOAD,
+    PARTS_DIR,
+    RUNS_DTYPE,
+    RUNS_PAYLOAD,
+)
+from .manifest import StoreError, read_manifest
+from .spanner import Spanner
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    try:
+        return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def _numpy(table: pa.Table, name: str, width: int | None = None) -> np.ndarray:
+    arr = _column(table, name)
+    if width is not None:
+        return arr.flatten().to_numpy(zero_copy_only=True).reshape(-1, width)
+    return arr.to_numpy(zero_copy_only=True)
+
+
+def _payload(path: Path, dtype: np.dtype, expected: int) -> np.ndarray:
+    size = path.stat().st_size if path.exists() else -1
+    if size != expected * dtype.itemsize:
+        raise StoreError(f"{path} has {size} bytes, the manifest says {expected * dtype.itemsize}")
+    if expected == 0:
+        return np.empty(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+class Part:
+    """One committed shard, memory-mapped: per-image and per-mask columns as numpy views."""
+
+    def __init__(self, root: Path, name: str, entry: dict[str, Any]) -> None:
+        folder = root / PARTS_DIR / name
+        self.name = name
+        self.images = _read_arrow(folder / IMAGES_ARROW)
+        self.annotations = _read_arrow(folder / ANNOTATIONS_ARROW)
+        if self.images.num_rows != entry["images"] or self.annotations.num_rows != entry["masks"]:
+            raise StoreError(f"{folder}: table rows disagree with the manifest")
+        self.jpeg = _payload(folder / JPEG_PAYLOAD, JPEG_DTYPE, entry["jpeg_bytes"])
+        self.runs = _payload(folder / RUNS_PAYLOAD, RUNS_DTYPE, entry["runs"])
+        img = self.images
+        self.image_id = _numpy(img, "image_id")
+        self.width = _numpy(img, "width")
+        self.height = _numpy(img, "height")
+        self.jpeg_offset = _numpy(img, "jpeg_offset")
+        self.jpeg_size = _numpy(img, "jpeg_size")
+        self.mask_start = _numpy(img, "mask_start")
+        self.mask_count = _numpy(img, "mask_count")
+        self.file_name = _column(img, "file_name")
+        ann = self.annotations
+        self.ids = _numpy(ann, "id")
+        self.bbox = _numpy(ann, "bbox", 4)
+        self.area = _numpy(ann, "area")
+        self.predicted_iou = _numpy(ann, "predicted_iou")
+        self.stability_score = _numpy(ann, "stability_score")
+        self.crop_box = _numpy(ann, "crop_box", 4)
+        points = _column(ann, "point_coords")
+        self.point_offsets = points.offsets.to_numpy(zero_copy_only=True)
+        self.points = points.values.flatten().to_numpy(zero_copy_only=True).reshape(-1, 2)
+        self.runs_offset = _numpy(ann, "runs_offset")
+        self.runs_count = _numpy(ann, "runs_count")
+        self.counts_verbatim = _column(ann, "counts_verbatim")
+
+
+class Sample:
+    """Sample ``local`` of a part; fields are read on access, arrays are read-only views."""
+
+    __slots__ = ("_lo", "_n", "_part", "local", "shard")
+
+    def __init__(self, part: Part, local: int) -> None:
+        self._part = part
+        self.local = local
+        self.shard = part.name
+        self._lo = int(part.mask_start[local])
+        self._n = int(part.mask_count[local])
+
+    def __len__(self) -> int:
+        """Number of masks."""
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"Sample(shard={self.shard!r}, image_id={self.image_id}, masks={self._n})"
+
+    @property
+    def image_id(self) -> int:
+        return int(self._part.image_id[self.local])
+
+    @property
+    def file_name(self) -> str:
+        return self._part.file_name[self.local].as_py()
+
+    @property
+    def width(self) -> int:
+        return int(self._part.width[self.local])
+
+    @property
+    def height(self) -> int:
+        return int(self._part.height[self.local])
+
+    @property
+    def jpeg(self) -> memoryview:
+        """The JPEG member's bytes, unmodified (a read-only view into the payload)."""
+        start = int(self._part.jpeg_offset[self.local])
+        return memoryview(self._part.jpeg[start : start + int(self._part.jpeg_size[self.local])])
+
+    def image(self) -> np.ndarray:
+        """(H, W, 3) uint8 RGB, decoded by libjpeg-turbo."""
+        return simplejpeg.decode_jpeg(self.jpeg, colorspace="RGB")
+
+    def _slice(self, column: np.ndarray) -> np.ndarray:
+        return column[self._lo : self._lo + self._n]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._slice(self._part.ids)
+
+    @property
+    def bbox(self) -> np.ndarray:
+        """(N, 4) float64 [x, y, w, h], as the source has it."""
+        return self._slice(self._part.bbox)
+
+    @property
+    def area(self) -> np.ndarray:
+        return self._slice(self._part.area)
+
+    @property
+    def predicted_iou(self) -> np.ndarray:
+        return self._slice(self._part.predicted_iou)
+
+    @property
+    def stability_score(self) -> np.ndarray:
+        return self._slice(self._part.stability_score)
+
+    @property
+    def crop_box(self) -> np.ndarray:
+        return self._slice(self._part.crop_box)
+
+    @property
+    def point_coords(self) -> np.ndarray | list[np.ndarray]:
+        """(N, P, 2) float64 if every mask has P points (SA-1B: P = 1), else a list of (P_j, 2)."""
+        offsets = self._part.point_offsets[self._lo : self._lo + self._n + 1]
+        points = self._part.points
+        counts = np.diff(offsets)
+        if self._n == 0:
+            return points[:0].reshape(0, 1, 2)
+        if (counts == counts[0]).all():
+            return points[offsets[0] : offsets[-1]].reshape(self._n, int(counts[0]), 2)
+        return [points[a:b] for a, b in itertools.pairwise(offsets)]
+
+    def masks(self, out: np.ndarray | None = None) -> np.ndarray:
+        """(N, H, W) uint8 (or bool via ``out``), equal to pycocotools.mask.decode, source order."""
+        part = self._part
+        return mask_codec.decode(
+            part.runs,
+            self._slice(part.runs_offset),
+            self._slice(part.runs_count),
+            self.height,
+            self.width,
+            out=out,
+        )
+
+    def runs(self, j: int) -> np.ndarray:
+        """Run lengths (uint32, column-major) of mask ``j``."""
+        if not 0 <= j < self._n:
+            raise IndexError(f"mask {j} out of range for {self._n} masks")
+        start = int(self._part.runs_offset[self._lo + j])
+        return self._part.runs[start : start + int(self._part.runs_count[self._lo + j])]
+
+    def rle(self, j: int) -> dict[str, Any]:
+        """Mask ``j`` as COCO RLE, ``counts`` identical to the source string."""
+        runs = self.runs(j)
+        verbatim = self._part.counts_verbatim[self._lo + j].as_py()
+        counts = verbatim if verbatim is not None else mask_codec.runs_to_string(runs)
+        return {"size": [self.height, self.width], "counts": counts}
+
+
+class Store:
+    """A packed store: ``store[i]`` is image i, shards ascending, image ids ascending within."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        entries = self.manifest["shards"]
+        self.shards = sorted(entries, key=lambda n: entries[n]["index"])
+        self._spanner = Spanner([entries[n]["images"] for n in self.shards])
+        self._parts: dict[int, Part] = {}
+        self._pid = os.getpid()
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"root": self.root}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["root"])
+
+    def __len__(self) -> int:
+        return len(self._spanner)
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r}, shards={len(self.shards)}, images={len(self)})"
+
+    def part(self, p: int) -> Part:
+        if self._pid != os.getpid():  # forked: maps are re-opened per process
+            self._parts, self._pid = {}, os.getpid()
+        part = self._parts.get(p)
+        if part is None:
+            name = self.shards[p]
+            part = self._parts[p] = Part(self.root, name, self.manifest["shards"][name])
+        return part
+
+    def __getitem__(self, index: int) -> Sample:
+        p, local = self._spanner.locate(index)
+        return Sample(self.part(p), local)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    @cached_property
+    def num_masks(self) -> int:
+        return sum(self.manifest["shards"][n]["masks"] for n in self.shards)
+
+    def index_of(self, image_id: int) -> int:
+        """Global index of an image id; KeyError if the store does not hold it."""
+        if self._by_id is None:
+            ids = np.concatenate([self.part(p).image_id for p in range(len(self.shards))] or [[]])
+            order = np.argsort(ids, kind="stable")
+            self._by_id = (ids[order], order)
+        ids, order = self._by_id
+        k = int(np.searchsorted(ids, image_id))
+        if k == len(ids) or ids[k] != image_id:
+            raise KeyError(f"image id {image_id} is not in {self.root}")
+        return int(order[k])
+
+    def info(self) -> dict[str, Any]:
+        """Shards, images, masks, bytes and format version, from the manifest alone."""
+        entries = self.manifest["shards"]
+        store_bytes = sum(f["bytes"] for n in self.shards for f in entries[n]["files"].values())
+        return {
+            "root": str(self.root),
+            "format_version": self.manifest["format_version"],
+            "shards": len(self.shards),
+            "images": len(self),
+            "masks": self.num_masks,
+            "store_bytes": store_bytes,
+            "source_bytes": sum(entries[n]["source"]["bytes"] for n in self.shards),
+            "skipped_members": sum(len(entries[n]["skipped_members"]) for n in self.shards),
+        }
+
+
+def open_store(root: str | os.PathLike) -> Store:
+    """Open a packed store; reads the manifest only. StoreError if it is not one."""
+    return Store(root)

@@ -28,12 +28,12 @@ def _as_bytes(counts: str | bytes) -> np.ndarray:
 def string_to_runs(counts: str | bytes, height: int, width: int) -> np.ndarray:
     """Runs (uint32) of a COCO counts string; ValueError if malformed or not summing to h * w."""
     data = _as_bytes(counts)
+    if len(data) == 0:
+        raise ValueError("malformed RLE counts: an empty string")
     out = np.empty(max(len(data), 1), dtype=RUNS_DTYPE)
     n = kernels.parse_counts(data, out, np.int64(height) * np.int64(width))
     if n < 0:
         raise ValueError(f"malformed RLE counts: {_PARSE_ERRORS.get(n, f'error {n}')}")
-    if n == 0:
-        raise ValueError("malformed RLE counts: an empty string")
     return out[:n]
 
 

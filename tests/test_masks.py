@@ -1,0 +1,132 @@
+"""The numba codec (through masks.py) against pycocotools and the pure-Python reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pycocotools.mask as coco
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sa1b_pack import masks, rle
+from tests.rle_cases import coco_rle, coco_string, edge_masks
+from tests.rle_cases import masks as mask_strategy
+
+
+def pack_runs(runs_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    counts = np.array([len(r) for r in runs_list], np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    payload = np.concatenate(runs_list).astype("<u4") if runs_list else np.empty(0, "<u4")
+    return payload, offsets, counts
+
+
+def nearest(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """The documented sampling, applied to a full decode: (floor((y+.5)H/h), floor((x+.5)W/w))."""
+    rows = np.floor((np.arange(h) + 0.5) * mask.shape[0] / h).astype(int)
+    cols = np.floor((np.arange(w) + 0.5) * mask.shape[1] / w).astype(int)
+    return mask[rows][:, cols]
+
+
+def check_codec(mask: np.ndarray) -> None:
+    h, w = mask.shape
+    counts = coco_string(mask)
+    runs = masks.string_to_runs(counts, h, w)
+    assert runs.dtype == np.dtype("<u4")
+    assert runs.tolist() == rle.string_to_runs(counts)
+    assert masks.runs_to_string(runs) == counts
+    assert masks.mask_to_runs(mask).tolist() == runs.tolist()
+    assert masks.mask_to_runs(mask.astype(bool)).tolist() == runs.tolist()
+    payload, offsets, n = pack_runs([runs])
+    decoded = masks.decode(payload, offsets, n, h, w)
+    np.testing.assert_array_equal(decoded[0], coco.decode(coco_rle(mask)))
+    assert decoded.flags.c_contiguous and decoded.dtype == np.uint8
+    assert masks.area(payload, offsets, n)[0] == coco.area(coco_rle(mask))
+    np.testing.assert_array_equal(
+        masks.bbox(payload, offsets, n, h)[0], coco.toBbox(coco_rle(mask))
+    )
+
+
+@pytest.mark.parametrize("mask", edge_masks(), ids=lambda m: f"{m.shape}")
+def test_codec_matches_pycocotools_on_edge_cases(mask: np.ndarray) -> None:
+    check_codec(mask)
+
+
+@given(mask_strategy())
+@settings(max_examples=300, deadline=None)
+def test_codec_matches_pycocotools(mask: np.ndarray) -> None:
+    check_codec(mask)
+
+
+@given(mask_strategy(max_side=30), st.integers(1, 70), st.integers(1, 70))
+@settings(max_examples=300, deadline=None)
+def test_resampled_decode_equals_full_decode_then_nearest(mask: np.ndarray, h: int, w: int) -> None:
+    runs = masks.mask_to_runs(mask)
+    payload, offsets, n = pack_runs([runs])
+    got = masks.decode(payload, offsets, n, *mask.shape, size=(h, w))
+    np.testing.assert_array_equal(got[0], nearest(mask, h, w))
+
+
+def test_batch_decode_many_masks_into_reused_buffer() -> None:
+    rng = np.random.default_rng(1)
+    dense = [(rng.random((37, 53)) < p).astype(np.uint8) for p in (0.0, 0.01, 0.5, 0.99, 1.0)]
+    payload, offsets, n = pack_runs([masks.mask_to_runs(m) for m in dense])
+    out = np.full((5, 37, 53), 7, np.uint8)
+    result = masks.decode(payload, offsets, n, 37, 53, out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, np.stack(dense))
+    as_bool = np.empty((5, 37, 53), bool)
+    masks.decode(payload, offsets, n, 37, 53, out=as_bool)
+    np.testing.assert_array_equal(as_bool, np.stack(dense).astype(bool))
+
+
+def test_zero_length_runs_anywhere_decode_like_pycocotools() -> None:
+    for runs in ([0, 0, 5, 1, 10], [5, 0, 3, 4, 4], [0, 16], [16, 0], [3, 0, 0, 2, 11, 0]):
+        counts = masks.runs_to_string(np.array(runs, "<u4"))
+        payload, offsets, n = pack_runs([masks.string_to_runs(counts, 4, 4)])
+        expected = coco.decode({"size": [4, 4], "counts": counts.encode()})
+        np.testing.assert_array_equal(masks.decode(payload, offsets, n, 4, 4)[0], expected)
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ("0p", "outside '0'..'o'"),
+        ("\x00", "outside '0'..'o'"),
+        ("é", "non-ASCII"),
+        ("0" + chr(48 + 0x20), "continuation"),
+        ("0" + chr(48 + 0x10), "negative"),
+        ("0" + chr(48 + 0x20) * 13 + "0", "overflow"),
+        ("", "empty"),
+        ("52", "sum"),  # 5 + 2 = 7 pixels of a 4x4 mask
+        ("5=", "sum"),  # 5 + 13 = 18 > 16: pycocotools would write past the buffer
+    ],
+)
+def test_malformed_counts_raise_value_error(counts: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        masks.string_to_runs(counts, 4, 4)
+
+
+def test_decode_refuses_bad_runs_before_writing() -> None:
+    good = masks.mask_to_runs(np.ones((4, 4), np.uint8))
+    bad = np.array([3, 20], "<u4")  # sums past h * w
+    payload, offsets, n = pack_runs([good, bad])
+    out = np.full((2, 4, 4), 9, np.uint8)
+    with pytest.raises(ValueError, match="mask 1"):
+        masks.decode(payload, offsets, n, 4, 4, out=out)
+    assert (out == 9).all()
+    with pytest.raises(ValueError, match="mask 0"):  # offsets past the payload
+        masks.decode(payload, np.array([30]), np.array([2]), 4, 4)
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.empty((1, 4, 5), np.uint8),
+        np.empty((1, 4, 4), np.float32),
+        np.empty((1, 4, 8), np.uint8)[:, :, ::2],
+    ],
+)
+def test_decode_rejects_unusable_out(out: np.ndarray) -> None:
+    payload, offsets, n = pack_runs([masks.mask_to_runs(np.ones((4, 4), np.uint8))])
+    with pytest.raises(ValueError, match="out"):
+        masks.decode(payload, offsets, n, 4, 4, out=out)

@@ -161,6 +161,8 @@ def _decode_one(runs, start, nruns, height, col_map, row0, first_row, col_first,
     h = out.shape[0]
     w = out.shape[1]
     # Row 0: the value of the run covering source pixel (row0, col_map[o]) of each output column.
+    # The current row lives in a small buffer (L1) and is copied out: no aliasing, no re-reads.
+    row = np.empty(w, np.uint8)
     i = start
     end = np.int64(runs[i])
     last = start + nruns - 1
@@ -169,7 +171,7 @@ def _decode_one(runs, start, nruns, height, col_map, row0, first_row, col_first,
         while end <= p and i < last:
             i += 1
             end += runs[i]
-        out[0, o] = (i - start) & 1
+        row[o] = (i - start) & 1
     # Count flips per output row: one per run boundary (start of run j >= 1) per output column.
     row_counts = np.zeros(h + 1, np.int64)
     x = np.int64(0)
@@ -204,12 +206,12 @@ def _decode_one(runs, start, nruns, height, col_map, row0, first_row, col_first,
         for c in range(col_first[x], col_first[x] + col_count[x]):
             flips[fill[oy]] = c
             fill[oy] += 1
-    # Every other row: the row above, with its flips applied.
-    for r in range(1, h):
-        for o in range(w):
-            out[r, o] = out[r - 1, o]
+    # Every row: the row above with its flips applied.
+    for r in range(h):
         for f in range(row_counts[r], row_counts[r + 1]):
-            out[r, flips[f]] ^= 1
+            row[flips[f]] ^= 1
+        for o in range(w):
+            out[r, o] = row[o]
 
 
 @_jit

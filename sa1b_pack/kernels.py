@@ -25,6 +25,7 @@ ERR_NEGATIVE = -3
 ERR_OVERFLOW = -4
 ERR_OUT_TOO_SMALL = -5
 ERR_SUM = -6
+ERR_SHAPE = -7
 
 MAX_RUN = 0xFFFFFFFF
 _MAX_GROUPS = 12  # 60 bits: far beyond any uint32 delta, and no int64 shift overflow
@@ -172,7 +173,11 @@ def _decode_one(runs, start, nruns, height, col_map, row0, first_row, col_first,
             i += 1
             end += runs[i]
         row[o] = (i - start) & 1
-    # Count flips per output row: one per run boundary (start of run j >= 1) per output column.
+    # Flips: one per run boundary (start of run j >= 1) that lands below output row 0, for each
+    # output column sampling its source column; then bucketed by output row (counting sort).
+    flip_rows = np.empty(nruns, np.int64)
+    flip_cols = np.empty(nruns, np.int64)
+    nflips = 0
     row_counts = np.zeros(h + 1, np.int64)
     x = np.int64(0)
     y = np.int64(0)
@@ -181,28 +186,22 @@ def _decode_one(runs, start, nruns, height, col_map, row0, first_row, col_first,
         if y >= height:
             x += y // height
             y = y % height
-        if x >= col_count.shape[0] or y == 0:
+        if x >= col_count.shape[0] or y == 0 or col_count[x] == 0:
             continue
         oy = first_row[y]
         if oy == 0 or oy >= h:
             continue
+        flip_rows[nflips] = oy
+        flip_cols[nflips] = x
+        nflips += 1
         row_counts[oy + 1] += col_count[x]
     for r in range(h):
         row_counts[r + 1] += row_counts[r]
     flips = np.empty(row_counts[h], np.int64)
     fill = row_counts[:h].copy()
-    x = 0
-    y = 0
-    for j in range(start + 1, start + nruns):
-        y += runs[j - 1]
-        if y >= height:
-            x += y // height
-            y = y % height
-        if x >= col_count.shape[0] or y == 0:
-            continue
-        oy = first_row[y]
-        if oy == 0 or oy >= h:
-            continue
+    for k in range(nflips):
+        oy = flip_rows[k]
+        x = flip_cols[k]
         for c in range(col_first[x], col_first[x] + col_count[x]):
             flips[fill[oy]] = c
             fill[oy] += 1
@@ -215,34 +214,53 @@ def _decode_one(runs, start, nruns, height, col_map, row0, first_row, col_first,
 
 
 @_jit
+def _check_decode(runs, offsets, counts, height, width, row_map, col_map, out):
+    """-1 if every mask and map is valid, else the first bad mask index (or ERR_SHAPE)."""
+    n = offsets.shape[0]
+    if out.shape[0] != n or out.shape[1] != row_map.shape[0] or out.shape[2] != col_map.shape[0]:
+        return ERR_SHAPE
+    for o in range(row_map.shape[0]):
+        if row_map[o] < 0 or row_map[o] >= height or (o > 0 and row_map[o] < row_map[o - 1]):
+            return ERR_SHAPE
+    for o in range(col_map.shape[0]):
+        if col_map[o] < 0 or col_map[o] >= width or (o > 0 and col_map[o] < col_map[o - 1]):
+            return ERR_SHAPE
+    return check_runs(runs, offsets, counts, np.int64(height) * width)
+
+
+@_jit
 def decode_masks(runs, offsets, counts, height, width, row_map, col_map, out):
     """Decode masks ``m`` (runs[offsets[m]:offsets[m]+counts[m]]) into out[m] (N, h, w) uint8.
 
     row_map/col_map give the source row/column of each output row/column (identity for full
     size). Everything is validated before the first write: returns -1 on success, else the
-    index of the first bad mask, and out is untouched.
+    index of the first bad mask (or ERR_SHAPE), and out is untouched.
     """
-    n = offsets.shape[0]
-    if out.shape[0] != n or out.shape[1] != row_map.shape[0] or out.shape[2] != col_map.shape[0]:
-        return 0
-    for o in range(row_map.shape[0]):
-        if row_map[o] < 0 or row_map[o] >= height:
-            return 0
-    for o in range(col_map.shape[0]):
-        if col_map[o] < 0 or col_map[o] >= width or (o > 0 and col_map[o] < col_map[o - 1]):
-            return 0
-    bad = check_runs(runs, offsets, counts, np.int64(height) * width)
-    if bad >= 0:
+    bad = _check_decode(runs, offsets, counts, height, width, row_map, col_map, out)
+    if bad != -1 or out.shape[1] == 0 or out.shape[2] == 0:
         return bad
-    if n == 0 or out.shape[1] == 0 or out.shape[2] == 0:
-        return -1
     first_row = _first_output_row(row_map, height)
     col_first, col_count = _output_columns(col_map, width)
-    row0 = row_map[0]
-    for m in range(n):
+    for m in range(offsets.shape[0]):
         _decode_one(
-            runs, offsets[m], counts[m], height, col_map, row0, first_row, col_first, col_count,
-            out[m],
+            runs, offsets[m], counts[m], height, col_map, row_map[0], first_row, col_first,
+            col_count, out[m],
+        )  # fmt: skip
+    return -1
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def decode_masks_parallel(runs, offsets, counts, height, width, row_map, col_map, out):
+    """decode_masks with masks spread over threads (numba prange)."""
+    bad = _check_decode(runs, offsets, counts, height, width, row_map, col_map, out)
+    if bad != -1 or out.shape[1] == 0 or out.shape[2] == 0:
+        return bad
+    first_row = _first_output_row(row_map, height)
+    col_first, col_count = _output_columns(col_map, width)
+    for m in nb.prange(offsets.shape[0]):
+        _decode_one(
+            runs, offsets[m], counts[m], height, col_map, row_map[0], first_row, col_first,
+            col_count, out[m],
         )  # fmt: skip
     return -1
 
@@ -313,3 +331,60 @@ def runs_bbox(runs, offsets, counts, height, out):
             out[m, 1] = ys
             out[m, 2] = xe - xs + 1
             out[m, 3] = ye - ys + 1
+
+
+@_jit
+def foreground_intervals(runs, offsets, counts):
+    """Each mask's foreground as [start, end) column-major intervals: (starts, ends, bounds)."""
+    n = offsets.shape[0]
+    total = 0
+    for m in range(n):
+        total += counts[m] // 2
+    starts = np.empty(total, np.int64)
+    ends = np.empty(total, np.int64)
+    bounds = np.empty(n + 1, np.int64)
+    k = 0
+    for m in range(n):
+        bounds[m] = k
+        pos = np.int64(0)
+        for j in range(counts[m]):
+            r = np.int64(runs[offsets[m] + j])
+            if j & 1 and r > 0:
+                starts[k] = pos
+                ends[k] = pos + r
+                k += 1
+            pos += r
+    bounds[n] = k
+    return starts, ends, bounds
+
+
+@_jit
+def pairwise_intersections(starts, ends, bounds, out):
+    """out[a, b] = |A ∩ B| pixels for every pair, by merging interval lists (no dense decode)."""
+    n = bounds.shape[0] - 1
+    for a in range(n):
+        area = np.int64(0)
+        for i in range(bounds[a], bounds[a + 1]):
+            area += ends[i] - starts[i]
+        out[a, a] = area
+        for b in range(a + 1, n):
+            i, i_end = bounds[a], bounds[a + 1]
+            j, j_end = bounds[b], bounds[b + 1]
+            inter = np.int64(0)
+            if (
+                i < i_end
+                and j < j_end
+                and ends[i_end - 1] > starts[j]
+                and ends[j_end - 1] > starts[i]
+            ):
+                while i < i_end and j < j_end:
+                    lo = max(starts[i], starts[j])
+                    hi = min(ends[i], ends[j])
+                    if hi > lo:
+                        inter += hi - lo
+                    if ends[i] < ends[j]:
+                        i += 1
+                    else:
+                        j += 1
+            out[a, b] = inter
+            out[b, a] = inter

@@ -62,9 +62,15 @@ def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
         raise ValueError(f"out has shape {out.shape}, expected {shape}")
     if out.dtype not in (np.uint8, np.bool_):
         raise ValueError(f"out must be uint8 or bool, got {out.dtype}")
-    if not out.flags.c_contiguous or not out.flags.writeable:
-        raise ValueError("out must be C-contiguous and writeable")
+    if not out.flags.writeable or (out.size and out.strides[-1] != out.itemsize):
+        raise ValueError("out must be writeable, with a contiguous last axis")
     return out
+
+
+def resize_longest_shape(height: int, width: int, longest: int) -> tuple[int, int]:
+    """SAM ResizeLongestSide target (h, w): longest side to ``longest``, rounded half up."""
+    scale = longest / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def decode(
@@ -76,12 +82,15 @@ def decode(
     *,
     size: tuple[int, int] | None = None,
     out: np.ndarray | None = None,
+    parallel: bool = False,
 ) -> np.ndarray:
     """Decode masks runs[offsets[m] : offsets[m] + counts[m]] into (N, h, w).
 
     ``size=(h, w)`` resamples by nearest neighbour: output pixel (y, x) is source pixel
     (floor((y + 0.5) * H / h), floor((x + 0.5) * W / w)), computed from the runs at a cost in
-    output pixels plus runs. Nothing is written unless every mask is valid.
+    output pixels plus runs. ``out`` may be any (N, h, w) uint8/bool view with a contiguous last
+    axis (e.g. the top-left corner of a padded buffer). Nothing is written unless every mask
+    is valid. ``parallel`` spreads masks over numba threads.
     """
     h, w = (height, width) if size is None else (int(size[0]), int(size[1]))
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
@@ -92,12 +101,62 @@ def decode(
     row_map = kernels.sample_map(height, h)
     col_map = kernels.sample_map(width, w)
     target = result.view(np.uint8) if result.dtype == np.bool_ else result
-    bad = kernels.decode_masks(runs, offsets, counts, height, width, row_map, col_map, target)
+    kernel = kernels.decode_masks_parallel if parallel else kernels.decode_masks
+    bad = kernel(runs, offsets, counts, height, width, row_map, col_map, target)
     if bad >= 0:
         raise ValueError(
             f"corrupt runs for mask {bad}: outside the payload or not summing to {height} x {width}"
         )
+    if bad != -1:
+        raise ValueError(f"cannot decode into out of shape {result.shape}")
     return result
+
+
+def decode_padded(
+    runs: np.ndarray,
+    offsets: np.ndarray,
+    counts: np.ndarray,
+    height: int,
+    width: int,
+    *,
+    longest: int,
+    pad: bool,
+    out: np.ndarray | None = None,
+    parallel: bool = False,
+) -> np.ndarray:
+    """SAM's ResizeLongestSide(longest), then (if ``pad``) zero pad bottom/right to a square."""
+    h, w = resize_longest_shape(height, width, longest)
+    shape = (len(offsets), longest, longest) if pad else (len(offsets), h, w)
+    result = _check_out(out, shape)
+    decode(runs, offsets, counts, height, width, size=(h, w), out=result[:, :h, :w],
+           parallel=parallel)  # fmt: skip
+    if pad:
+        result[:, h:, :] = 0
+        result[:, :h, w:] = 0
+    return result
+
+
+def intersections(runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """(N, N) int64 |A ∩ B| from the runs alone; the diagonal holds each mask's area."""
+    starts, ends, bounds = kernels.foreground_intervals(
+        runs, np.asarray(offsets, np.int64), np.asarray(counts, np.int64)
+    )
+    out = np.empty((len(offsets), len(offsets)), np.int64)
+    kernels.pairwise_intersections(starts, ends, bounds, out)
+    return out
+
+
+def iou(inter: np.ndarray) -> np.ndarray:
+    """IoU matrix from ``intersections``, as pycocotools.mask.iou(iscrowd=0): 0 where disjoint."""
+    area = np.diag(inter)
+    union = area[:, None] + area[None, :] - inter
+    return np.divide(inter, union, out=np.zeros(inter.shape), where=inter > 0)
+
+
+def containment(inter: np.ndarray) -> np.ndarray:
+    """C[a, b] = |A ∩ B| / |B|: how much of mask b lies inside mask a (0 where B is empty)."""
+    area = np.diag(inter)
+    return np.divide(inter, area[None, :], out=np.zeros(inter.shape), where=inter > 0)
 
 
 def area(runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -181,17 +182,56 @@ class Sample:
             return points[offsets[0] : offsets[-1]].reshape(self._n, int(counts[0]), 2)
         return [points[a:b] for a, b in itertools.pairwise(offsets)]
 
-    def masks(self, out: np.ndarray | None = None) -> np.ndarray:
-        """(N, H, W) uint8 (or bool via ``out``), equal to pycocotools.mask.decode, source order."""
-        part = self._part
-        return mask_codec.decode(
-            part.runs,
-            self._slice(part.runs_offset),
-            self._slice(part.runs_count),
-            self.height,
-            self.width,
-            out=out,
-        )
+    def _select(self, indices: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        offsets = self._slice(self._part.runs_offset)
+        counts = self._slice(self._part.runs_count)
+        if indices is None:
+            return offsets, counts
+        chosen = np.asarray(indices, dtype=np.int64).reshape(-1)
+        bad = (chosen < 0) | (chosen >= self._n)
+        if bad.any():
+            raise IndexError(f"mask index {int(chosen[bad][0])} out of range for {self._n} masks")
+        return offsets[chosen], counts[chosen]
+
+    def masks(
+        self,
+        indices: Sequence[int] | np.ndarray | None = None,
+        *,
+        size: tuple[int, int] | None = None,
+        longest: int | None = None,
+        pad: bool = False,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Masks as (K, h, w) uint8 (or bool via ``out``), equal to pycocotools.mask.decode.
+
+        ``indices`` decodes only those masks, in that order (default: all, source order).
+        ``size=(h, w)`` resamples by nearest neighbour from the runs (see masks.decode);
+        ``longest=L`` is SAM's ResizeLongestSide(L), and ``pad=True`` zero-pads it to (L, L).
+        ``out`` is a reused output buffer: no allocation.
+        """
+        offsets, counts = self._select(indices)
+        runs, height, width = self._part.runs, self.height, self.width
+        if longest is not None:
+            if size is not None:
+                raise ValueError("give size or longest, not both")
+            return mask_codec.decode_padded(
+                runs, offsets, counts, height, width, longest=longest, pad=pad, out=out
+            )
+        if pad:
+            raise ValueError("pad needs longest")
+        return mask_codec.decode(runs, offsets, counts, height, width, size=size, out=out)
+
+    def _intersections(self, indices: Sequence[int] | np.ndarray | None) -> np.ndarray:
+        offsets, counts = self._select(indices)
+        return mask_codec.intersections(self._part.runs, offsets, counts)
+
+    def mask_iou(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """(K, K) pairwise IoU from the runs, equal to pycocotools.mask.iou(..., iscrowd=0)."""
+        return mask_codec.iou(self._intersections(indices))
+
+    def mask_containment(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """C[a, b] = |A ∩ B| / |B|: the share of mask b inside mask a (part/whole structure)."""
+        return mask_codec.containment(self._intersections(indices))
 
     def runs(self, j: int) -> np.ndarray:
         """Run lengths (uint32, column-major) of mask ``j``."""

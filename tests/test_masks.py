@@ -130,3 +130,49 @@ def test_decode_rejects_unusable_out(out: np.ndarray) -> None:
     payload, offsets, n = pack_runs([masks.mask_to_runs(np.ones((4, 4), np.uint8))])
     with pytest.raises(ValueError, match="out"):
         masks.decode(payload, offsets, n, 4, 4, out=out)
+
+
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_iou_and_containment_equal_pycocotools(data: st.DataObject) -> None:
+    h = data.draw(st.integers(1, 20))
+    w = data.draw(st.integers(1, 20))
+    n = data.draw(st.integers(1, 8))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dense = [(rng.random((h, w)) < rng.random()).astype(np.uint8) for _ in range(n)]
+    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    inter = masks.intersections(payload, offsets, counts)
+    rles = [coco_rle(m) for m in dense]
+    np.testing.assert_array_equal(masks.iou(inter), coco.iou(rles, rles, [0] * n))
+    truth = np.array([[np.logical_and(a, b).sum() for b in dense] for a in dense])
+    np.testing.assert_array_equal(inter, truth)
+    areas = np.array([m.sum() for m in dense])
+    expected = np.divide(truth, areas[None, :], out=np.zeros((n, n)), where=truth > 0)
+    np.testing.assert_array_equal(masks.containment(inter), expected)
+
+
+@pytest.mark.parametrize(("height", "width"), [(30, 45), (45, 30), (17, 17), (1, 9)])
+@pytest.mark.parametrize("pad", [True, False])
+def test_decode_padded_is_sam_resize_longest_side(height: int, width: int, pad: bool) -> None:
+    rng = np.random.default_rng(height * width)
+    dense = [(rng.random((height, width)) < 0.4).astype(np.uint8) for _ in range(3)]
+    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    longest = 64
+    h, w = masks.resize_longest_shape(height, width, longest)
+    assert max(h, w) == longest
+    out = np.full((3, longest, longest) if pad else (3, h, w), 5, np.uint8)
+    masks.decode_padded(payload, offsets, counts, height, width, longest=longest, pad=pad, out=out)
+    for m, mask in zip(out, dense, strict=True):
+        np.testing.assert_array_equal(m[:h, :w], nearest(mask, h, w))
+        assert not m[h:].any() and not m[:, w:].any()
+
+
+def test_parallel_decode_equals_serial() -> None:
+    rng = np.random.default_rng(7)
+    dense = [(rng.random((40, 61)) < p).astype(np.uint8) for p in np.linspace(0, 1, 9)]
+    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    for size in (None, (16, 16), (80, 100)):
+        serial = masks.decode(payload, offsets, counts, 40, 61, size=size)
+        parallel = masks.decode(payload, offsets, counts, 40, 61, size=size, parallel=True)
+        np.testing.assert_array_equal(serial, parallel)

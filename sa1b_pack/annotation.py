@@ -62,11 +62,17 @@ class ImageAnnotations:
         return len(self.ids)
 
 
-def _int(value: Any, what: str) -> int:
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
+
+
+def _int(value: Any, what: str, limit: int = INT64_MAX) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise AnnotationError(
             f"{what} must be an integer, got {type(value).__name__} {value!r:.40}"
         )
+    if not -limit - 1 <= value <= limit:
+        raise AnnotationError(f"{what} {value} does not fit in {limit.bit_length() + 1} bits")
     return value
 
 
@@ -111,8 +117,8 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
     if not isinstance(anns, list):
         raise AnnotationError("annotations must be a list")
     image_id = _int(_get(image, "image_id", "image."), "image.image_id")
-    width = _int(_get(image, "width", "image."), "image.width")
-    height = _int(_get(image, "height", "image."), "image.height")
+    width = _int(_get(image, "width", "image."), "image.width", INT32_MAX)
+    height = _int(_get(image, "height", "image."), "image.height", INT32_MAX)
     if width < 1 or height < 1:
         raise AnnotationError(f"image size {width}x{height} is not positive")
     file_name = _get(image, "file_name", "image.")
@@ -147,7 +153,7 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
             size = _get(seg, "size", "segmentation.")
             if not isinstance(size, list) or len(size) != 2:
                 raise AnnotationError(f"segmentation.size must be [h, w], got {size!r:.40}")
-            h, w = (_int(v, "segmentation.size") for v in size)
+            h, w = (_int(v, "segmentation.size", INT32_MAX) for v in size)
             if (h, w) != (height, width):
                 raise AnnotationError(
                     f"segmentation.size {h}x{w} (h x w) does not match the image {height}x{width}"

@@ -99,7 +99,7 @@ def _tables(
 ) -> tuple[pa.Table, pa.Table]:
     anns = [jsons[k].ann for k in order]
     counts = np.array([len(a) for a in anns], np.int64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.uint64)
+    starts = (np.cumsum(counts) - counts).astype(np.uint64)
     images = pa.table(
         {
             "image_id": pa.array([a.image_id for a in anns], pa.int64()),
@@ -227,7 +227,7 @@ def _fill_part(
                     jsons[member.key] = _Json(member.name, ann, offsets)
                     if progress:
                         progress(1)
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 raise ShardError(shard, member.name, str(exc)) from None
     finally:
         jpeg_file.close()

@@ -68,7 +68,9 @@ def find_shards(src: str | os.PathLike, indices: list[int]) -> dict[int, Path]:
 
 def available_shards(src: str | os.PathLike) -> list[int]:
     """Indices of every sa_NNNNNN.tar in a folder."""
-    return sorted(int(m.group(1)) for p in Path(src).iterdir() if (m := SHARD_FILE.match(p.name)))
+    return sorted(
+        int(m.group(1)) for p in Path(src).iterdir() if (m := SHARD_FILE.fullmatch(p.name))
+    )
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,9 @@ def classify(name: str) -> tuple[str | None, str | None, str | None]:
     if not parts:
         return None, None, "not a sample member"
     *folders, base = parts
-    if len(folders) > 1 or (folders and not SHARD_FOLDER.match(folders[0])):
+    if len(folders) > 1 or (folders and not SHARD_FOLDER.fullmatch(folders[0])):
         return None, None, "not under the tar root or a shard-named folder"
-    match = SAMPLE_MEMBER.match(base)
+    match = SAMPLE_MEMBER.fullmatch(base)
     if not match:
         return None, None, "not a sa_<N>.jpg or sa_<N>.json member"
     return f"sa_{match.group(1)}", match.group(2), None
@@ -118,8 +120,10 @@ def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[
                 if len(data) != info.size:
                     raise ShardError(shard, info.name, "truncated: member shorter than its header")
                 yield Member(info.name, key, kind, data)
+            if tar.fileobj.tell() == tar.offset:  # EOF where a header or the end marker belongs
+                raise ShardError(shard, last, "truncated: the tar ends without its end marker")
     except ShardError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        where = f"after member {last}" if last else "at the start"
-        raise ShardError(shard, last, f"unreadable tar {where}: {exc}") from None
+        where = "after this member" if last else "at the start"
+        raise ShardError(shard, last, f"unreadable tar {where} ({exc})") from None

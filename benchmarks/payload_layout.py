@@ -1,7 +1,7 @@
 """Why the payloads are raw memmapped files and not zarr v3 arrays: read latency and bytes.
 
-A reader fetches one sample's byte range: its JPEG slice of jpeg.bin and its runs slice of
-runs.bin. This times exactly that, for one part of a packed store, from np.memmap and from zarr
+A reader fetches one sample's byte ranges: its JPEG slice of jpeg.bin and its COCO strings slice
+of counts.bin. This times exactly that, for one part of a packed store, from np.memmap and from zarr
 v3 1-D arrays of the same data (uncompressed and blosc/zstd; two chunk sizes), with the page
 cache warm and with the files' pages dropped (posix_fadvise DONTNEED, no root needed).
 """
@@ -33,7 +33,7 @@ from common import (
 from zarr.codecs import BloscCodec
 
 from sa1b_pack import open_store, pack
-from sa1b_pack.format import JPEG_PAYLOAD, PARTS_DIR, RUNS_PAYLOAD
+from sa1b_pack.format import COUNTS_PAYLOAD, JPEG_PAYLOAD, PARTS_DIR
 
 CHUNKS = (64 * 1024, 1024 * 1024)  # elements
 HEADERS = (
@@ -71,20 +71,19 @@ class Layout:
 
 
 def sample_ranges(store: Any, part_index: int) -> dict[str, list[tuple[int, int]]]:
-    """Per image of the part: its JPEG byte range and its runs element range (masks are
-    stored contiguously per image, so one range covers all of them)."""
+    """Per image of the part: its JPEG byte range and its counts.bin byte range (masks'
+    strings are stored contiguously per image, so one range covers all of them)."""
     part = store.part(part_index)
     jpeg = [
         (int(o), int(o) + int(n)) for o, n in zip(part.jpeg_offset, part.jpeg_size, strict=True)
     ]
-    runs = []
+    counts = []
     for lo, n in zip(part.mask_start.tolist(), part.mask_count.tolist(), strict=True):
         if n:
             last = lo + n - 1
-            runs.append(
-                (int(part.runs_offset[lo]), int(part.runs_offset[last] + part.runs_count[last]))
-            )
-    return {"jpeg": jpeg, "runs": runs}
+            end = int(part.counts_offset[last]) + int(part.counts_size[last])
+            counts.append((int(part.counts_offset[lo]), end))
+    return {"jpeg": jpeg, "counts": counts}
 
 
 def _files(folder: Path) -> list[Path]:
@@ -229,7 +228,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     env = environment()
-    print_header("payload_layout: raw memmap vs zarr v3 for jpeg.bin and runs.bin", env)
+    print_header("payload_layout: raw memmap vs zarr v3 for jpeg.bin and counts.bin", env)
     with tempfile.TemporaryDirectory(prefix="sa1b-layout-") as tmp:
         work = Path(tmp)
         store = open_store(args.store or build_store(args, work))
@@ -240,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rows, raw = [], {}
         for payload, file_name, dtype in (
             ("jpeg", JPEG_PAYLOAD, part.jpeg.dtype),
-            ("runs", RUNS_PAYLOAD, part.runs.dtype),
+            ("counts", COUNTS_PAYLOAD, part.counts.dtype),
         ):
             # Read, not mapped: pages that any map of ours touched could not be dropped later.
             data = np.fromfile(folder / file_name, dtype)

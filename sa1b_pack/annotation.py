@@ -1,9 +1,7 @@
 """One SA-1B annotation JSON -> validated, typed columns, exactly as the source has them.
 
-Nothing is "fixed": bbox, area, predicted_iou, point_coords are stored as written. Only the
-mask strings are transformed (to uint32 runs), and a string that our encoder would not give
-back byte for byte is kept verbatim beside them, so ``rle(j)`` always returns the source.
-Unknown keys are kept as JSON in ``extra`` columns.
+Nothing is "fixed": every field is stored as written, the COCO counts strings included (they
+are parsed here only to prove them well-formed). Unknown keys are kept as JSON in ``extra``.
 """
 
 from __future__ import annotations
@@ -14,8 +12,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from .format import RUNS_DTYPE
-from .masks import runs_to_string, string_to_runs
+from .masks import string_to_runs
 
 IMAGE_KEYS = ("image_id", "width", "height", "file_name")
 ANNOTATION_KEYS = (
@@ -53,8 +50,7 @@ class ImageAnnotations:
     points: np.ndarray  # (sum(point_counts), 2) float64
     crop_box: np.ndarray  # (N, 4) float64
     seg_size: np.ndarray  # (N, 2) int32, [h, w]
-    runs: list[np.ndarray]  # per mask, uint32
-    counts_verbatim: list[str | None]
+    counts: list[bytes]  # per mask, the COCO string as in the source (validated)
     extras: list[str | None]
 
     def __len__(self) -> int:
@@ -137,8 +133,7 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
     seg_size = np.empty((n, 2), np.int32)
     point_counts = np.empty(n, np.int64)
     points: list[list[float]] = []
-    runs: list[np.ndarray] = []
-    verbatim: list[str | None] = []
+    strings: list[bytes] = []
     extras: list[str | None] = []
     for j, ann in enumerate(anns):
         where = f"annotations[{j}]."
@@ -161,9 +156,8 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
             counts = _get(seg, "counts", "segmentation.")
             if not isinstance(counts, str):
                 raise AnnotationError("segmentation.counts must be a string")
-            mask_runs = string_to_runs(counts, h, w).astype(RUNS_DTYPE, copy=False)
-            runs.append(mask_runs)
-            verbatim.append(None if runs_to_string(mask_runs) == counts else counts)
+            string_to_runs(counts, h, w)  # ValueError if malformed
+            strings.append(counts.encode("ascii"))
             area[j] = _int(_get(ann, "area", ""), "area")
             bbox[j] = _numbers(_get(ann, "bbox", ""), 4, "bbox")
             iou[j] = _number(_get(ann, "predicted_iou", ""), "predicted_iou")
@@ -196,7 +190,6 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
         points=np.array(points, np.float64).reshape(-1, 2),
         crop_box=crop,
         seg_size=seg_size,
-        runs=runs,
-        counts_verbatim=verbatim,
+        counts=strings,
         extras=extras,
     )

@@ -8,7 +8,7 @@ A store is a folder::
     parts/sa_000000/images.arrow      # the same tables as uncompressed Arrow IPC, memory-mapped
     parts/sa_000000/annotations.arrow #   by the reader: O(1) row access, shared page cache
     parts/sa_000000/jpeg.bin          # JPEG members' bytes as-is, addressed by images.jpeg_*
-    parts/sa_000000/runs.bin          # little-endian uint32 run lengths, by annotations.runs_*
+    parts/sa_000000/counts.bin        # masks' COCO counts strings as-is, by annotations.counts_*
 
 A shard exists for readers only once it is listed in manifest.json, which is replaced
 atomically after its part folder is complete and renamed into place.
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: masks kept as COCO strings (counts.bin), not uint32 runs
 FORMAT_NAME = "sa1b_pack"
 
 MANIFEST = "manifest.json"
@@ -31,18 +31,18 @@ ANNOTATIONS_PARQUET = "annotations.parquet"
 IMAGES_ARROW = "images.arrow"
 ANNOTATIONS_ARROW = "annotations.arrow"
 JPEG_PAYLOAD = "jpeg.bin"
-RUNS_PAYLOAD = "runs.bin"
+COUNTS_PAYLOAD = "counts.bin"
 PART_FILES = (
     IMAGES_PARQUET,
     ANNOTATIONS_PARQUET,
     IMAGES_ARROW,
     ANNOTATIONS_ARROW,
     JPEG_PAYLOAD,
-    RUNS_PAYLOAD,
+    COUNTS_PAYLOAD,
 )
 
-RUNS_DTYPE = np.dtype("<u4")
-JPEG_DTYPE = np.dtype("u1")
+RUNS_DTYPE = np.dtype("<u4")  # decoded run lengths, in memory only
+BYTES_DTYPE = np.dtype("u1")  # jpeg.bin and counts.bin
 
 _box = pa.list_(pa.float64(), 4)
 _point = pa.list_(pa.float64(), 2)
@@ -76,9 +76,8 @@ ANNOTATIONS_SCHEMA = pa.schema(
         pa.field("crop_box", _box, nullable=False),
         pa.field("seg_height", pa.int32(), nullable=False),  # segmentation.size = [h, w]
         pa.field("seg_width", pa.int32(), nullable=False),
-        pa.field("runs_offset", pa.uint64(), nullable=False),  # in uint32 elements of runs.bin
-        pa.field("runs_count", pa.uint32(), nullable=False),
-        pa.field("counts_verbatim", pa.string()),  # only if re-encoding runs differs from source
+        pa.field("counts_offset", pa.uint64(), nullable=False),  # bytes into counts.bin
+        pa.field("counts_size", pa.uint32(), nullable=False),
         pa.field("extra", pa.string()),
     ],
     metadata={"format_version": str(FORMAT_VERSION)},

@@ -101,6 +101,30 @@ def encode_counts(runs, out):
 
 
 @_jit
+def parse_counts_batch(data, offsets, sizes, total, runs, run_offsets, run_counts):
+    """Parse strings data[offsets[m] : offsets[m] + sizes[m]] into one runs buffer.
+
+    ``runs`` needs room for sum(sizes) runs (a run takes at least one character). Returns -1,
+    or the index of the first string that is malformed, leaves ``data`` or does not sum to
+    ``total``; its status is then in run_counts[m].
+    """
+    k = 0
+    for m in range(offsets.shape[0]):
+        start = offsets[m]
+        end = start + sizes[m]
+        if start < 0 or sizes[m] < 1 or end > data.shape[0] or k + sizes[m] > runs.shape[0]:
+            run_counts[m] = ERR_OUT_TOO_SMALL
+            return m
+        n = parse_counts(data[start:end], runs[k : k + sizes[m]], total)
+        run_counts[m] = n
+        if n < 0:
+            return m
+        run_offsets[m] = k
+        k += n
+    return -1
+
+
+@_jit
 def runs_sum(runs, start, count):
     total = np.int64(0)
     for i in range(start, start + count):

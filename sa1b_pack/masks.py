@@ -37,6 +37,28 @@ def string_to_runs(counts: str | bytes, height: int, width: int) -> np.ndarray:
     return out[:n]
 
 
+def parse_strings(
+    data: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Runs of many COCO strings stored back to back in ``data`` (uint8), in one kernel call.
+
+    Returns (runs, run_offsets, run_counts) for ``decode``; ValueError naming the first bad
+    string, before anything is decoded.
+    """
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    sizes = np.ascontiguousarray(sizes, dtype=np.int64)
+    runs = np.empty(max(int(sizes.sum()), 1), dtype=RUNS_DTYPE)
+    run_offsets = np.zeros(len(offsets), np.int64)
+    run_counts = np.zeros(len(offsets), np.int64)
+    total = np.int64(height) * np.int64(width)
+    bad = kernels.parse_counts_batch(data, offsets, sizes, total, runs, run_offsets, run_counts)
+    if bad >= 0:
+        status = int(run_counts[bad])
+        why = _PARSE_ERRORS.get(status, "a string outside the payload")
+        raise ValueError(f"malformed RLE counts for mask {bad}: {why}")
+    return runs, run_offsets, run_counts
+
+
 def runs_to_string(runs: np.ndarray) -> str:
     """COCO counts string of runs, byte-identical to pycocotools' encoder."""
     runs = np.ascontiguousarray(runs, dtype=RUNS_DTYPE)

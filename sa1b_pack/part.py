@@ -1,6 +1,6 @@
 """One shard -> one complete part folder, written in a temp folder and renamed into place.
 
-Members are paired by key across the whole shard: JPEG bytes and mask runs go to the payload
+Members are paired by key across the whole shard: JPEG bytes and mask strings go to the payload
 files the moment their member is read, and only small per-image records stay in memory until
 the end, when the tables are written in image-id order. The caller commits the part by
 listing it in the manifest.
@@ -26,14 +26,13 @@ from .format import (
     ANNOTATIONS_ARROW,
     ANNOTATIONS_PARQUET,
     ANNOTATIONS_SCHEMA,
+    COUNTS_PAYLOAD,
     IMAGES_ARROW,
     IMAGES_PARQUET,
     IMAGES_SCHEMA,
     JPEG_PAYLOAD,
     PART_FILES,
     PARTS_DIR,
-    RUNS_DTYPE,
-    RUNS_PAYLOAD,
 )
 from .manifest import file_digest, fsync_dir
 from .shards import ShardError, iter_members, shard_name
@@ -54,7 +53,7 @@ class _Jpeg:
 class _Json:
     member: str
     ann: ImageAnnotations
-    runs_offsets: np.ndarray
+    counts_offsets: np.ndarray
 
 
 @dataclass
@@ -78,10 +77,10 @@ class _PayloadFile:
         self.file = open(path, "wb")  # closed in close()
         self.size = 0
 
-    def append(self, data: bytes | np.ndarray) -> int:
+    def append(self, data: bytes) -> int:
         offset = self.size
         self.file.write(data)
-        self.size += len(data) if isinstance(data, bytes) else data.nbytes
+        self.size += len(data)
         return offset
 
     def close(self) -> None:
@@ -126,7 +125,7 @@ def _tables(
     point_offsets = np.concatenate([[0], np.cumsum(point_counts)]).astype(np.int32)
     points = cat("points", np.float64, 2)
     seg_size = cat("seg_size", np.int32, 2)
-    runs_counts = [len(r) for a in anns for r in a.runs]
+    counts_sizes = [len(c) for a in anns for c in a.counts]
     annotations = pa.table(
         {
             "image_id": pa.array(np.repeat([a.image_id for a in anns], counts), pa.int64()),
@@ -142,11 +141,10 @@ def _tables(
             "crop_box": _box_array(cat("crop_box", np.float64, 4)),
             "seg_height": pa.array(seg_size[:, 0], pa.int32()),
             "seg_width": pa.array(seg_size[:, 1], pa.int32()),
-            "runs_offset": pa.array(
-                np.concatenate([jsons[k].runs_offsets for k in order] or [[]]), pa.uint64()
+            "counts_offset": pa.array(
+                np.concatenate([jsons[k].counts_offsets for k in order] or [[]]), pa.uint64()
             ),
-            "runs_count": pa.array(runs_counts, pa.uint32()),
-            "counts_verbatim": pa.array([v for a in anns for v in a.counts_verbatim], pa.string()),
+            "counts_size": pa.array(counts_sizes, pa.uint32()),
             "extra": pa.array([v for a in anns for v in a.extras], pa.string()),
         },
         schema=ANNOTATIONS_SCHEMA,
@@ -195,7 +193,7 @@ def _fill_part(
 ) -> PartResult:
     shard = tar_path.name
     jpeg_file = _PayloadFile(tmp / JPEG_PAYLOAD)
-    runs_file = _PayloadFile(tmp / RUNS_PAYLOAD)
+    counts_file = _PayloadFile(tmp / COUNTS_PAYLOAD)
     jpegs: dict[str, _Jpeg] = {}
     jsons: dict[str, _Json] = {}
     skipped: list[tuple[str, str]] = []
@@ -221,9 +219,7 @@ def _fill_part(
                         raise AnnotationError(
                             f"image.image_id {ann.image_id} does not match the member name"
                         )
-                    offsets = np.array(
-                        [runs_file.append(r) // RUNS_DTYPE.itemsize for r in ann.runs], np.uint64
-                    )
+                    offsets = np.array([counts_file.append(c) for c in ann.counts], np.uint64)
                     jsons[member.key] = _Json(member.name, ann, offsets)
                     if progress:
                         progress(1)
@@ -231,7 +227,7 @@ def _fill_part(
                 raise ShardError(shard, member.name, str(exc)) from None
     finally:
         jpeg_file.close()
-        runs_file.close()
+        counts_file.close()
     for key in sorted(jpegs.keys() - jsons.keys()):
         skipped.append((jpegs[key].member, "JPEG without its JSON"))
     for key in sorted(jsons.keys() - jpegs.keys()):
@@ -255,7 +251,7 @@ def _fill_part(
         "images": images.num_rows,
         "masks": annotations.num_rows,
         "jpeg_bytes": jpeg_file.size,
-        "runs": runs_file.size // RUNS_DTYPE.itemsize,
+        "counts_bytes": counts_file.size,
         "skipped_members": [list(s) for s in skipped],
         "files": {f: file_digest(tmp / f) for f in PART_FILES},
     }

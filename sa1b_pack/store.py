@@ -22,12 +22,11 @@ import simplejpeg
 from . import masks as mask_codec
 from .format import (
     ANNOTATIONS_ARROW,
+    BYTES_DTYPE,
+    COUNTS_PAYLOAD,
     IMAGES_ARROW,
-    JPEG_DTYPE,
     JPEG_PAYLOAD,
     PARTS_DIR,
-    RUNS_DTYPE,
-    RUNS_PAYLOAD,
 )
 from .manifest import StoreError, read_manifest
 from .spanner import Spanner
@@ -71,8 +70,8 @@ class Part:
         self.annotations = _read_arrow(folder / ANNOTATIONS_ARROW)
         if self.images.num_rows != entry["images"] or self.annotations.num_rows != entry["masks"]:
             raise StoreError(f"{folder}: table rows disagree with the manifest")
-        self.jpeg = _payload(folder / JPEG_PAYLOAD, JPEG_DTYPE, entry["jpeg_bytes"])
-        self.runs = _payload(folder / RUNS_PAYLOAD, RUNS_DTYPE, entry["runs"])
+        self.jpeg = _payload(folder / JPEG_PAYLOAD, BYTES_DTYPE, entry["jpeg_bytes"])
+        self.counts = _payload(folder / COUNTS_PAYLOAD, BYTES_DTYPE, entry["counts_bytes"])
         img = self.images
         self.image_id = _numpy(img, "image_id")
         self.width = _numpy(img, "width")
@@ -92,9 +91,8 @@ class Part:
         points = _column(ann, "point_coords")
         self.point_offsets = points.offsets.to_numpy(zero_copy_only=True)
         self.points = points.values.flatten().to_numpy(zero_copy_only=True).reshape(-1, 2)
-        self.runs_offset = _numpy(ann, "runs_offset")
-        self.runs_count = _numpy(ann, "runs_count")
-        self.counts_verbatim = _column(ann, "counts_verbatim")
+        self.counts_offset = _numpy(ann, "counts_offset")
+        self.counts_size = _numpy(ann, "counts_size")
 
 
 class Sample:
@@ -182,16 +180,22 @@ class Sample:
             return points[offsets[0] : offsets[-1]].reshape(self._n, int(counts[0]), 2)
         return [points[a:b] for a, b in itertools.pairwise(offsets)]
 
-    def _select(self, indices: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        offsets = self._slice(self._part.runs_offset)
-        counts = self._slice(self._part.runs_count)
-        if indices is None:
-            return offsets, counts
-        chosen = np.asarray(indices, dtype=np.int64).reshape(-1)
-        bad = (chosen < 0) | (chosen >= self._n)
-        if bad.any():
-            raise IndexError(f"mask index {int(chosen[bad][0])} out of range for {self._n} masks")
-        return offsets[chosen], counts[chosen]
+    def _runs(self, indices: Sequence[int] | np.ndarray | None) -> tuple[np.ndarray, ...]:
+        """(runs, offsets, counts) of the chosen masks, parsed from their COCO strings."""
+        offsets = self._slice(self._part.counts_offset)
+        sizes = self._slice(self._part.counts_size)
+        if indices is not None:
+            chosen = np.asarray(indices, dtype=np.int64).reshape(-1)
+            bad = (chosen < 0) | (chosen >= self._n)
+            if bad.any():
+                raise IndexError(f"mask {int(chosen[bad][0])} out of range for {self._n} masks")
+            offsets, sizes = offsets[chosen], sizes[chosen]
+        try:
+            return mask_codec.parse_strings(
+                self._part.counts, offsets, sizes, self.height, self.width
+            )
+        except ValueError as exc:
+            raise StoreError(f"{self.shard}, image {self.image_id}: corrupt store: {exc}") from None
 
     def masks(
         self,
@@ -201,29 +205,33 @@ class Sample:
         longest: int | None = None,
         pad: bool = False,
         out: np.ndarray | None = None,
+        parallel: bool = False,
     ) -> np.ndarray:
         """Masks as (K, h, w) uint8 (or bool via ``out``), equal to pycocotools.mask.decode.
 
         ``indices`` decodes only those masks, in that order (default: all, source order).
         ``size=(h, w)`` resamples by nearest neighbour from the runs (see masks.decode);
         ``longest=L`` is SAM's ResizeLongestSide(L), and ``pad=True`` zero-pads it to (L, L).
-        ``out`` is a reused output buffer: no allocation.
+        ``out`` is a reused output buffer: no allocation. ``parallel`` spreads masks over numba
+        threads (for analysis; DataLoader workers are already parallel).
         """
-        offsets, counts = self._select(indices)
-        runs, height, width = self._part.runs, self.height, self.width
+        runs, offsets, counts = self._runs(indices)
+        height, width = self.height, self.width
         if longest is not None:
             if size is not None:
                 raise ValueError("give size or longest, not both")
             return mask_codec.decode_padded(
-                runs, offsets, counts, height, width, longest=longest, pad=pad, out=out
-            )
+                runs, offsets, counts, height, width, longest=longest, pad=pad, out=out,
+                parallel=parallel,
+            )  # fmt: skip
         if pad:
             raise ValueError("pad needs longest")
-        return mask_codec.decode(runs, offsets, counts, height, width, size=size, out=out)
+        return mask_codec.decode(
+            runs, offsets, counts, height, width, size=size, out=out, parallel=parallel
+        )
 
     def _intersections(self, indices: Sequence[int] | np.ndarray | None) -> np.ndarray:
-        offsets, counts = self._select(indices)
-        return mask_codec.intersections(self._part.runs, offsets, counts)
+        return mask_codec.intersections(*self._runs(indices))
 
     def mask_iou(self, indices: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """(K, K) pairwise IoU from the runs, equal to pycocotools.mask.iou(..., iscrowd=0)."""
@@ -234,17 +242,19 @@ class Sample:
         return mask_codec.containment(self._intersections(indices))
 
     def runs(self, j: int) -> np.ndarray:
-        """Run lengths (uint32, column-major) of mask ``j``."""
-        if not 0 <= j < self._n:
-            raise IndexError(f"mask {j} out of range for {self._n} masks")
-        start = int(self._part.runs_offset[self._lo + j])
-        return self._part.runs[start : start + int(self._part.runs_count[self._lo + j])]
+        """Run lengths (uint32, column-major, starting with zeros) of mask ``j``."""
+        runs, _, counts = self._runs([j])
+        runs = runs[: counts[0]]
+        runs.setflags(write=False)
+        return runs
 
     def rle(self, j: int) -> dict[str, Any]:
-        """Mask ``j`` as COCO RLE, ``counts`` identical to the source string."""
-        runs = self.runs(j)
-        verbatim = self._part.counts_verbatim[self._lo + j].as_py()
-        counts = verbatim if verbatim is not None else mask_codec.runs_to_string(runs)
+        """Mask ``j`` as COCO RLE: ``counts`` is the source string, byte for byte."""
+        if not 0 <= j < self._n:
+            raise IndexError(f"mask {j} out of range for {self._n} masks")
+        start = int(self._part.counts_offset[self._lo + j])
+        end = start + int(self._part.counts_size[self._lo + j])
+        counts = self._part.counts[start:end].tobytes().decode("ascii", errors="replace")
         return {"size": [self.height, self.width], "counts": counts}
 
 

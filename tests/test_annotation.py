@@ -53,12 +53,8 @@ def test_valid_document(doc: dict) -> None:
     assert parsed.point_counts.tolist() == [1] * len(anns)
     assert parsed.points.tolist() == [p for a in anns for p in a["point_coords"]]
     assert parsed.seg_size.tolist() == [a["segmentation"]["size"] for a in anns]
-    assert parsed.counts_verbatim == [None] * len(anns)  # pycocotools strings are canonical
     assert parsed.extras == [None] * len(anns)
-    for runs, ann in zip(parsed.runs, anns, strict=True):
-        assert runs.dtype == np.dtype("<u4")
-        assert runs_to_string(runs) == ann["segmentation"]["counts"]
-        assert int(runs[1::2].sum()) == ann["area"]
+    assert parsed.counts == [a["segmentation"]["counts"].encode() for a in anns]
 
 
 def test_quirks_are_kept(doc: dict) -> None:
@@ -79,7 +75,7 @@ def test_quirks_are_kept(doc: dict) -> None:
 def test_no_annotations(doc: dict) -> None:
     parsed = parse({"image": doc["image"], "annotations": []})
     assert len(parsed) == 0
-    assert parsed.bbox.shape == (0, 4) and parsed.points.shape == (0, 2) and parsed.runs == []
+    assert parsed.bbox.shape == (0, 4) and parsed.points.shape == (0, 2) and parsed.counts == []
 
 
 def _delete(doc: dict, path: tuple) -> None:
@@ -282,15 +278,17 @@ def tiny_doc(image_id: int, counts: list[str], extra: dict | None = None) -> dic
     return {"image": image, "annotations": anns}
 
 
-def test_counts_verbatim_only_when_not_canonical() -> None:
+def test_counts_strings_kept_as_written() -> None:
     doc = tiny_doc(9, [CANONICAL, REDUNDANT, ZERO_START])
     parsed = parse(doc)
-    assert parsed.counts_verbatim == [None, REDUNDANT, None]
-    assert parsed.runs[1].tolist() == parsed.runs[0].tolist() == [3, 2, 4, 2, 19, 1, 17]
-    assert parsed.runs[2].tolist() == [0, 0, 10, 5, 33]
+    assert parsed.counts == [CANONICAL.encode(), REDUNDANT.encode(), ZERO_START.encode()]
+    assert (
+        REDUNDANT != CANONICAL
+        and decode_counts(REDUNDANT).tolist() == decode_counts(CANONICAL).tolist()
+    )
 
 
-def test_verbatim_counts_survive_packing(tmp_path: Path, tools) -> None:
+def test_non_canonical_counts_survive_packing(tmp_path: Path, tools) -> None:
     counts = [ZERO_START, REDUNDANT, CANONICAL, FULL]
     doc = tiny_doc(9, counts, extra={"note": "kept"})
     doc["annotations"][1]["point_coords"] = []

@@ -50,7 +50,7 @@ def scripts() -> Iterator[None]:
     finally:
         sys.path.remove(str(BENCH))
         for name in set(sys.modules) - before:
-            if name in ("common", "bench_store", "demo_readback", "payload_layout"):
+            if name in ("common", "bench_store", "bench_masks", "demo_readback", "payload_layout"):
                 del sys.modules[name]
 
 
@@ -80,12 +80,42 @@ def test_bench_store_smoke(cache: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_bench_masks_smoke(cache: Path, tmp_path: Path) -> None:
+    out = run_script("bench_masks.py", "--smoke", "--cache", cache, "--results", tmp_path)
+    assert out.startswith("$ ")
+    assert "allocator: " in out and "numba threads: " in out
+    for row in (
+        "ours masks(out=), serial kernel",
+        "ours parse + decode(parallel=True)",
+        "pycocotools decode -> (N,H,W)",
+        "memset fill(0)",
+        "memset fill(1)",
+        "pycocotools + PIL nearest",
+        "pycocotools + PIL ResizeLongest",
+        "ours mask_iou()",
+        "counts.bin: COCO strings (stored)",
+        "uint32 runs (format v1)",
+        "from pre-parsed runs",
+    ):
+        assert row in out, row
+    assert "full == pycocotools True, parallel == serial True" in out
+    assert "IoU == pycocotools on every sample True" in out
+    result = one_result(tmp_path, "bench_masks-smoke")
+    assert result["environment"]["allocator"] and result["environment"]["numba_threads"] >= 1
+    storage = next(rows for title, rows in result["tables"].items() if "storage" in title)
+    by_name = {r["measure"]: r for r in storage}
+    assert by_name["counts.bin: COCO strings (stored)"]["p50"] > 0
+    assert result["bytes"]["runs"] > result["bytes"]["strings"] > 0
+    assert all(len(v) == 2 for w in result["raw_round_seconds"].values() for v in w.values())
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_payload_layout_smoke(cache: Path, tmp_path: Path) -> None:
     out = run_script("payload_layout.py", "--smoke", "--cache", cache, "--results", tmp_path)
     assert "np.memmap (store)" in out and "zarr v3, blosc zstd-3 shuffle" in out
     assert "allocator: " in out
     rows = one_result(tmp_path, "payload_layout-smoke")["rows"]
-    # jpeg and runs, each as memmap + 2 codecs x 2 chunk sizes
+    # jpeg and counts, each as memmap + 2 codecs x 2 chunk sizes
     assert len(rows) == 10
     assert all(r["bytes"] > 0 for r in rows)
 

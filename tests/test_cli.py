@@ -9,6 +9,7 @@ import pytest
 
 from sa1b_pack import open_store
 from sa1b_pack.cli import main
+from sa1b_pack.format import FORMAT_VERSION
 from sa1b_pack.manifest import read_manifest
 
 
@@ -40,7 +41,7 @@ def test_synth_pack_info(tmp_path: Path, capsys: pytest.CaptureFixture[str], too
         for line in capsys.readouterr().out.splitlines()
     )
     assert info["shards"] == "2" and info["images"] == "6"
-    assert info["masks"] == f"{masks:,}" and info["format_version"] == "1"
+    assert info["masks"] == f"{masks:,}" and info["format_version"] == str(FORMAT_VERSION)
     assert info["skipped_members"] == "0"
 
 

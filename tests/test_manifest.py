@@ -40,7 +40,8 @@ def test_write_then_read(tmp_path: Path) -> None:
         (b"{not json", "corrupt"),
         (b"[]", "not a sa1b_pack manifest"),
         (b'{"format": "other", "format_version": 1, "shards": {}}', "not a sa1b_pack"),
-        (b'{"format": "sa1b_pack", "format_version": 2, "shards": {}}', "version 2"),
+        (b'{"format": "sa1b_pack", "format_version": 1, "shards": {}}', "version 1"),
+        (b'{"format": "sa1b_pack", "format_version": 99, "shards": {}}', "version 99"),
         (b'{"format": "sa1b_pack", "shards": {}}', "version None"),
     ],
 )

@@ -176,3 +176,23 @@ def test_parallel_decode_equals_serial() -> None:
         serial = masks.decode(payload, offsets, counts, 40, 61, size=size)
         parallel = masks.decode(payload, offsets, counts, 40, 61, size=size, parallel=True)
         np.testing.assert_array_equal(serial, parallel)
+
+
+def test_parse_strings_many_at_once_and_names_the_bad_one() -> None:
+    rng = np.random.default_rng(5)
+    dense = [(rng.random((9, 11)) < p).astype(np.uint8) for p in (0.0, 0.3, 1.0)]
+    strings = [coco_string(m).encode() for m in dense]
+    data = np.frombuffer(b"".join(strings), np.uint8)
+    sizes = np.array([len(x) for x in strings])
+    offsets = np.cumsum(sizes) - sizes
+    runs, run_offsets, run_counts = masks.parse_strings(data, offsets, sizes, 9, 11)
+    decoded = masks.decode(runs, run_offsets, run_counts, 9, 11)
+    np.testing.assert_array_equal(decoded, np.stack(dense))
+    picked = masks.parse_strings(data, offsets[[2, 0]], sizes[[2, 0]], 9, 11)
+    np.testing.assert_array_equal(masks.decode(*picked, 9, 11), np.stack(dense)[[2, 0]])
+    with pytest.raises(ValueError, match=r"mask 0: .*sum"):  # right strings, wrong image size
+        masks.parse_strings(data, offsets, sizes, 9, 12)
+    with pytest.raises(ValueError, match="mask 1: "):  # string 1 cut short by one character
+        masks.parse_strings(data, offsets[:2], sizes[:2] - np.array([0, 1]), 9, 11)
+    with pytest.raises(ValueError, match=r"mask 0: .*outside the payload"):
+        masks.parse_strings(data, np.array([len(data) - 1]), np.array([5]), 9, 11)

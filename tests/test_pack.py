@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sa1b_pack import StoreError, open_store, synth
-from sa1b_pack.format import PART_FILES
+from sa1b_pack.format import FORMAT_VERSION, PART_FILES
 from sa1b_pack.manifest import file_digest, read_manifest
 from sa1b_pack.pack import pack
 
@@ -51,7 +51,7 @@ def test_parquet_one_row_per_image_and_mask(packed_dir: Path, source_images) -> 
         assert anns.num_rows == manifest["shards"][name]["masks"]
         assert anns.num_rows == sum(len(s.doc["annotations"]) for s in src)
         assert images.equals(images_arrow) and anns.equals(anns_arrow)
-        assert images.schema.metadata[b"format_version"] == b"1"
+        assert images.schema.metadata[b"format_version"] == str(FORMAT_VERSION).encode()
         assert images.column("image_id").to_pylist() == [s.image_id for s in src]
         assert images.column("file_name").to_pylist() == [s.doc["image"]["file_name"] for s in src]
         assert images.column("jpeg_member").to_pylist() == [s.jpeg_member for s in src]
@@ -65,13 +65,19 @@ def test_parquet_one_row_per_image_and_mask(packed_dir: Path, source_images) -> 
         assert anns.column("seg_height").to_pylist() == [
             a["segmentation"]["size"][0] for _, a in flat
         ]
-        assert anns.column("counts_verbatim").null_count == anns.num_rows
+        assert anns.column("seg_width").to_pylist() == [
+            a["segmentation"]["size"][1] for _, a in flat
+        ]
+        counts = (packed_dir / "parts" / name / "counts.bin").read_bytes()
+        offsets, sizes = anns.column("counts_offset").to_pylist(), anns.column("counts_size")
+        strings = [counts[o : o + n] for o, n in zip(offsets, sizes.to_pylist(), strict=True)]
+        assert strings == [a["segmentation"]["counts"].encode() for _, a in flat]
         assert images.column("extra").null_count == images.num_rows
 
 
 def test_manifest_entries_match_files(packed_dir: Path, source_dir: Path) -> None:
     manifest = read_manifest(packed_dir)
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == FORMAT_VERSION
     for name, entry in manifest["shards"].items():
         folder = packed_dir / "parts" / name
         assert sorted(p.name for p in folder.iterdir()) == sorted(PART_FILES)
@@ -117,8 +123,8 @@ def content(store: Path) -> dict:
         out[name] = {
             "images": images.drop_columns(MEMBER_COLUMNS),
             "annotations": anns,
-            "counts": [entry[k] for k in ("images", "masks", "jpeg_bytes", "runs")],
-            "payloads": {f: entry["files"][f] for f in ("jpeg.bin", "runs.bin")},
+            "counts": [entry[k] for k in ("images", "masks", "jpeg_bytes", "counts_bytes")],
+            "payloads": {f: entry["files"][f] for f in ("jpeg.bin", "counts.bin")},
         }
     return out
 
@@ -165,7 +171,7 @@ def test_member_order_changes_only_payload_offsets(variants) -> None:
     for name in shuffled:
         a, b = shuffled[name], ordered[name]
         assert differing_columns(a["images"], b["images"]) == ["jpeg_offset"]
-        assert differing_columns(a["annotations"], b["annotations"]) == ["runs_offset"]
+        assert differing_columns(a["annotations"], b["annotations"]) == ["counts_offset"]
         assert a["counts"] == b["counts"]
         sizes = [{f: d["bytes"] for f, d in x["payloads"].items()} for x in (a, b)]
         assert sizes[0] == sizes[1]
@@ -377,7 +383,7 @@ def test_unlisted_part_of_a_wanted_shard_is_repacked(
     manifest = read_manifest(store)
     entry = manifest["shards"].pop("sa_000002")
     (store / "manifest.json").write_bytes(orjson.dumps(manifest))
-    (store / "parts/sa_000002/runs.bin").write_bytes(b"garbage")
+    (store / "parts/sa_000002/counts.bin").write_bytes(b"garbage")
     report = pack(source_dir, store, [0, 1, 2], progress=False)
     assert report.packed == ["sa_000002"] and report.skipped_existing == NAMES[:2]
     assert read_manifest(store)["shards"]["sa_000002"] == entry

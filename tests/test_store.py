@@ -12,6 +12,7 @@ import simplejpeg
 from pycocotools import mask as mask_util
 
 from sa1b_pack import Store, StoreError, open_store
+from sa1b_pack.format import FORMAT_VERSION
 from sa1b_pack.pack import pack
 
 
@@ -187,7 +188,7 @@ def test_info_from_manifest(store: Store, source_images, source_dir: Path) -> No
     info = store.info()
     assert info["shards"] == 3 and info["images"] == len(source_images)
     assert info["masks"] == sum(len(src.doc["annotations"]) for src in source_images)
-    assert info["format_version"] == 1
+    assert info["format_version"] == FORMAT_VERSION
     assert info["skipped_members"] == 0
     assert info["source_bytes"] == sum(p.stat().st_size for p in source_dir.glob("sa_*.tar"))
     parts = store.root / "parts"
@@ -200,7 +201,7 @@ def test_open_store_on_a_non_store(tmp_path: Path) -> None:
 
 
 def test_part_without_any_mask(tmp_path: Path, tools) -> None:
-    """A shard whose images all lack annotations: empty annotation table, empty runs.bin."""
+    """A shard whose images all lack annotations: empty annotation table, empty counts.bin."""
     src = tmp_path / "src"
     members = []
     for image_id in (3, 1):
@@ -226,3 +227,71 @@ def test_store_pickles_by_path(store: Store, source_images) -> None:
     i = len(store) // 2
     assert bytes(copy[i].jpeg) == source_images[i].jpeg
     np.testing.assert_array_equal(copy[i].masks(), store[i].masks())
+
+
+def nearest_rows_cols(height: int, width: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The documented sampling: output (y, x) <- source (floor((y+.5)H/h), floor((x+.5)W/w))."""
+    rows = np.floor((np.arange(h) + 0.5) * height / h).astype(int)
+    cols = np.floor((np.arange(w) + 0.5) * width / w).astype(int)
+    return rows, cols
+
+
+def test_masks_subsets_sizes_and_padding_equal_pycocotools(store: Store, source_images) -> None:
+    rng = np.random.default_rng(3)
+    for i, src in enumerate(source_images):
+        s, full = store[i], source_masks(src.doc)
+        n = len(full)
+        pick = rng.permutation(n)[: max(n // 2, 1)] if n else np.array([], int)
+        np.testing.assert_array_equal(s.masks(pick), full[pick])
+        for h, w in ((16, 16), (7, 31), (2 * s.height + 1, s.width // 3 + 1)):
+            rows, cols = nearest_rows_cols(s.height, s.width, h, w)
+            np.testing.assert_array_equal(
+                s.masks(pick, size=(h, w)), full[pick][:, rows][:, :, cols]
+            )
+        longest = 64
+        scale = longest / max(s.height, s.width)
+        h, w = int(s.height * scale + 0.5), int(s.width * scale + 0.5)
+        padded = s.masks(pick, longest=longest, pad=True)
+        assert padded.shape == (len(pick), longest, longest)
+        rows, cols = nearest_rows_cols(s.height, s.width, h, w)
+        np.testing.assert_array_equal(padded[:, :h, :w], full[pick][:, rows][:, :, cols])
+        assert not padded[:, h:].any() and not padded[:, :, w:].any()
+        np.testing.assert_array_equal(s.masks(pick, longest=longest), padded[:, :h, :w])
+
+
+def test_masks_out_of_range_and_bad_options(store: Store) -> None:
+    s = next(x for x in store if len(x) > 2)
+    for bad in ([len(s)], [-1], [0, len(s) + 5]):
+        with pytest.raises(IndexError, match="out of range"):
+            s.masks(bad)
+    with pytest.raises(ValueError, match="size or longest"):
+        s.masks(size=(8, 8), longest=8)
+    with pytest.raises(ValueError, match="pad needs longest"):
+        s.masks(pad=True)
+    buf = np.full((2, 64, 64), 9, bool)
+    assert s.masks([1, 0], longest=64, pad=True, out=buf) is buf
+    np.testing.assert_array_equal(buf, s.masks([1, 0], longest=64, pad=True).astype(bool))
+
+
+def test_mask_iou_and_containment_equal_pycocotools(store: Store, source_images) -> None:
+    checked = 0
+    for i, src in enumerate(source_images):
+        s = store[i]
+        rles = [
+            {"size": a["segmentation"]["size"], "counts": a["segmentation"]["counts"].encode()}
+            for a in src.doc["annotations"]
+        ]
+        if not rles:
+            assert s.mask_iou().shape == (0, 0)
+            continue
+        np.testing.assert_array_equal(s.mask_iou(), mask_util.iou(rles, rles, [0] * len(rles)))
+        full = source_masks(src.doc).astype(bool)
+        inter = np.array([[np.logical_and(a, b).sum() for b in full] for a in full])
+        expected = np.divide(
+            inter, full.sum((1, 2))[None, :], out=np.zeros(inter.shape), where=inter > 0
+        )
+        np.testing.assert_array_equal(s.mask_containment(), expected)
+        if len(s) > 1:
+            np.testing.assert_array_equal(s.mask_iou([1, 0]), s.mask_iou()[[1, 0]][:, [1, 0]])
+        checked += 1
+    assert checked > 0

@@ -15,7 +15,7 @@ DEMO := demo
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench,torch]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

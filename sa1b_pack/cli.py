@@ -57,6 +57,19 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_show(args: argparse.Namespace) -> int:
+    from .render import save_sample_png
+    from .store import open_store
+
+    store = open_store(args.dst)
+    try:
+        sample = store[args.index]
+    except IndexError as exc:
+        raise ValueError(str(exc)) from None
+    print(save_sample_png(sample, args.out, max_masks=args.max_masks, scale=args.scale))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sa1b-pack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="shards, images, masks, bytes, format version")
     i.add_argument("dst")
     i.set_defaults(func=_cmd_info)
+
+    v = sub.add_parser("show", help="render one image with its largest masks as a PNG")
+    v.add_argument("dst")
+    v.add_argument("index", type=int, help="sample index in the store (negative from the end)")
+    v.add_argument("--out", default="sample.png", help="PNG to write (default: sample.png)")
+    v.add_argument("--max-masks", type=int, default=50, help="largest masks shown, by area")
+    v.add_argument("--scale", type=float, help="resize factor (default: long side <= 1500 px)")
+    v.set_defaults(func=_cmd_show)
     return parser
 
 

@@ -8,6 +8,7 @@ SHARDS ?= 0-1
 SRC ?= data/sa1b
 DST ?= data/sa1b_packed
 JOBS ?= 2
+IMAGE_LONGEST ?=
 DEMO := demo
 
 .PHONY: venv demo test lint pack bench clean
@@ -31,7 +32,8 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 pack: $(STAMP)
-	$(BIN)/sa1b-pack pack $(SRC) $(DST) --shards $(SHARDS) --jobs $(JOBS)
+	$(BIN)/sa1b-pack pack $(SRC) $(DST) --shards $(SHARDS) --jobs $(JOBS) \
+		$(if $(IMAGE_LONGEST),--image-longest $(IMAGE_LONGEST))
 
 demo: $(STAMP)
 	$(BIN)/sa1b-pack synth $(DEMO)/src --shards 0-1 --images-per-shard 8 --jobs 2

@@ -16,7 +16,14 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     shards = parse_shards(args.shards) if args.shards else available_shards(args.src)
     if not shards:
         raise FileNotFoundError(f"no sa_NNNNNN.tar shards in {args.src}")
-    report = pack(args.src, args.dst, shards, jobs=args.jobs, progress=not args.quiet)
+    report = pack(
+        args.src,
+        args.dst,
+        shards,
+        jobs=args.jobs,
+        progress=not args.quiet,
+        image_longest=args.image_longest,
+    )
     left_out = sum(len(v) for v in report.skipped_members.values())
     print(
         f"packed {len(report.packed)} shards ({report.images} images, {report.masks} masks), "
@@ -79,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="store folder (created if missing)")
     p.add_argument("--shards", help="e.g. 0-99 or 3,7,10-12 (default: every shard in SRC)")
     p.add_argument("--jobs", type=int, default=1, help="shards packed in parallel")
+    p.add_argument(
+        "--image-longest",
+        type=int,
+        metavar="L",
+        help="also store every image resized to longest side L (JPEG q90) for training",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_pack)
 

@@ -9,6 +9,7 @@ A store is a folder::
     parts/sa_000000/annotations.arrow #   by the reader: O(1) row access, shared page cache
     parts/sa_000000/jpeg.bin          # JPEG members' bytes as-is, addressed by images.jpeg_*
     parts/sa_000000/counts.bin        # masks' COCO counts strings as-is, by annotations.counts_*
+    parts/sa_000000/resized.bin       # pre-resized JPEGs if packed with --image-longest
 
 A shard exists for readers only once it is listed in manifest.json, which is replaced
 atomically after its part folder is complete and renamed into place.
@@ -32,6 +33,7 @@ IMAGES_ARROW = "images.arrow"
 ANNOTATIONS_ARROW = "annotations.arrow"
 JPEG_PAYLOAD = "jpeg.bin"
 COUNTS_PAYLOAD = "counts.bin"
+RESIZED_PAYLOAD = "resized.bin"
 PART_FILES = (
     IMAGES_PARQUET,
     ANNOTATIONS_PARQUET,
@@ -39,6 +41,7 @@ PART_FILES = (
     ANNOTATIONS_ARROW,
     JPEG_PAYLOAD,
     COUNTS_PAYLOAD,
+    RESIZED_PAYLOAD,
 )
 
 RUNS_DTYPE = np.dtype("<u4")  # decoded run lengths, in memory only
@@ -57,6 +60,10 @@ IMAGES_SCHEMA = pa.schema(
         pa.field("jpeg_size", pa.uint64(), nullable=False),
         pa.field("mask_start", pa.uint64(), nullable=False),  # first row in annotations
         pa.field("mask_count", pa.uint32(), nullable=False),
+        pa.field("resized_offset", pa.uint64(), nullable=False),  # 0/0/0/0 unless the store
+        pa.field("resized_size", pa.uint64(), nullable=False),  # was packed with
+        pa.field("resized_width", pa.int32(), nullable=False),  # --image-longest
+        pa.field("resized_height", pa.int32(), nullable=False),
         pa.field("jpeg_member", pa.string(), nullable=False),  # tar member names, as found
         pa.field("json_member", pa.string(), nullable=False),
         pa.field("extra", pa.string()),  # JSON of unknown keys, kept so nothing is lost

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from .format import FORMAT_NAME, FORMAT_VERSION, LOCK_FILE, MANIFEST
+from .images import RESIZED_QUALITY
 
 HASH_BLOCK = 1 << 22
 
@@ -27,8 +28,15 @@ class StoreError(Exception):
     """A store that is missing, locked, corrupt or of another format version."""
 
 
-def empty_manifest() -> dict[str, Any]:
-    return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "shards": {}}
+def empty_manifest(image_longest: int | None = None) -> dict[str, Any]:
+    """A store with no shard yet; ``image_longest`` is fixed for the store's whole life."""
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "image_longest": image_longest,
+        "resized_quality": RESIZED_QUALITY if image_longest else None,
+        "shards": {},
+    }
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:

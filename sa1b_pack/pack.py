@@ -47,13 +47,19 @@ class PackReport:
         return not self.failed
 
 
-def _open_or_create(dst: Path) -> dict[str, Any]:
+def _open_or_create(dst: Path, image_longest: int | None) -> dict[str, Any]:
     try:
-        return read_manifest(dst)
+        manifest = read_manifest(dst)
     except StoreError:
         if (dst / "manifest.json").exists():
             raise
-        return empty_manifest()
+        return empty_manifest(image_longest)
+    if manifest["shards"] and manifest.get("image_longest") != image_longest:
+        raise StoreError(
+            f"{dst} was packed with image_longest={manifest.get('image_longest')}; pack the "
+            f"rest the same way (--image-longest), or into a new store"
+        )
+    return {**manifest, **empty_manifest(image_longest), "shards": manifest["shards"]}
 
 
 def _is_committed(dst: Path, name: str, entry: dict[str, Any]) -> bool:
@@ -75,12 +81,12 @@ def _drop_leftovers(dst: Path, committed: set[str]) -> None:
 
 
 def _pack_one(
-    tar: Path, index: int, dst: Path, progress: Any | None
+    tar: Path, index: int, dst: Path, progress: Any | None, image_longest: int | None
 ) -> tuple[int, PartResult | None, str | None]:
     """Worker entry point: a ShardError becomes a result, so other shards go on."""
     report: Callable[[int], None] | None = progress.put if progress is not None else None
     try:
-        return index, write_part(tar, index, dst, report), None
+        return index, write_part(tar, index, dst, report, image_longest), None
     except ShardError as exc:
         return index, None, str(exc)
 
@@ -97,14 +103,19 @@ def pack(
     *,
     jobs: int = 1,
     progress: bool = True,
+    image_longest: int | None = None,
 ) -> PackReport:
-    """Pack shards ``sa_NNNNNN.tar`` of ``src`` into store ``dst``, committing each as it ends."""
+    """Pack shards ``sa_NNNNNN.tar`` of ``src`` into store ``dst``, committing each as it ends.
+
+    ``image_longest`` also keeps every image pre-resized to that longest side (see part.py);
+    a store keeps one setting for all its shards.
+    """
     dst = Path(dst)
     tars = find_shards(src, shards)
     dst.mkdir(parents=True, exist_ok=True)
     report = PackReport()
     with writer_lock(dst):
-        manifest = _open_or_create(dst)
+        manifest = _open_or_create(dst, image_longest)
         listed = manifest["shards"]
         committed = {n for n, e in listed.items() if _is_committed(dst, n, e)}
         if committed != set(listed):
@@ -137,7 +148,7 @@ def pack(
             drainer.start()
         try:
             runs = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                delayed(_pack_one)(tars[i], i, dst, queue) for i in todo
+                delayed(_pack_one)(tars[i], i, dst, queue, image_longest) for i in todo
             )
             for index, result, error in runs:
                 name = shard_name(index)

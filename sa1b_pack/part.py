@@ -33,7 +33,9 @@ from .format import (
     JPEG_PAYLOAD,
     PART_FILES,
     PARTS_DIR,
+    RESIZED_PAYLOAD,
 )
+from .images import encode_jpeg, resize_longest
 from .manifest import file_digest, fsync_dir
 from .shards import ShardError, iter_members, shard_name
 
@@ -47,6 +49,7 @@ class _Jpeg:
     size: int
     width: int
     height: int
+    resized: tuple[int, int, int, int] = (0, 0, 0, 0)  # offset, size, width, height
 
 
 @dataclass
@@ -109,6 +112,12 @@ def _tables(
             "jpeg_size": pa.array([jpegs[k].size for k in order], pa.uint64()),
             "mask_start": pa.array(starts, pa.uint64()),
             "mask_count": pa.array(counts, pa.uint32()),
+            **{
+                name: pa.array([jpegs[k].resized[c] for k in order], IMAGES_SCHEMA.field(name).type)
+                for c, name in enumerate(
+                    ("resized_offset", "resized_size", "resized_width", "resized_height")
+                )
+            },
             "jpeg_member": pa.array([jpegs[k].member for k in order], pa.string()),
             "json_member": pa.array([jsons[k].member for k in order], pa.string()),
             "extra": pa.array([a.extra for a in anns], pa.string()),
@@ -167,15 +176,20 @@ def write_part(
     index: int,
     dst: str | os.PathLike,
     progress: Callable[[int], None] | None = None,
+    image_longest: int | None = None,
 ) -> PartResult:
-    """Pack shard ``index`` into ``dst/parts/sa_NNNNNN``; ShardError (nothing left) if bad."""
+    """Pack shard ``index`` into ``dst/parts/sa_NNNNNN``; ShardError (nothing left) if bad.
+
+    ``image_longest`` also stores each image resized to that longest side (SAM's shape),
+    re-encoded at RESIZED_QUALITY, for training stores that never need the full size.
+    """
     name = shard_name(index)
     parts = Path(dst) / PARTS_DIR
     parts.mkdir(parents=True, exist_ok=True)
     tmp = parts / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        result = _fill_part(Path(tar_path), name, tmp, progress)
+        result = _fill_part(Path(tar_path), name, tmp, progress, image_longest)
         final = parts / name
         if final.exists():  # an uncommitted leftover of a killed run: never listed, safe to drop
             shutil.rmtree(final)
@@ -189,11 +203,16 @@ def write_part(
 
 
 def _fill_part(
-    tar_path: Path, name: str, tmp: Path, progress: Callable[[int], None] | None
+    tar_path: Path,
+    name: str,
+    tmp: Path,
+    progress: Callable[[int], None] | None,
+    image_longest: int | None,
 ) -> PartResult:
     shard = tar_path.name
     jpeg_file = _PayloadFile(tmp / JPEG_PAYLOAD)
     counts_file = _PayloadFile(tmp / COUNTS_PAYLOAD)
+    resized_file = _PayloadFile(tmp / RESIZED_PAYLOAD)
     jpegs: dict[str, _Jpeg] = {}
     jsons: dict[str, _Json] = {}
     skipped: list[tuple[str, str]] = []
@@ -212,7 +231,13 @@ def _fill_part(
                 if member.kind == "jpg":
                     width, height = _jpeg_size(member.data)
                     offset = jpeg_file.append(member.data)
-                    jpegs[member.key] = _Jpeg(member.name, offset, len(member.data), width, height)
+                    jpeg = _Jpeg(member.name, offset, len(member.data), width, height)
+                    if image_longest:
+                        pixels = resize_longest(member.data, height, width, image_longest)
+                        small = encode_jpeg(pixels)
+                        where = resized_file.append(small)
+                        jpeg.resized = (where, len(small), pixels.shape[1], pixels.shape[0])
+                    jpegs[member.key] = jpeg
                 else:
                     ann = parse_annotation_json(member.data)
                     if f"sa_{ann.image_id}" != member.key:
@@ -228,6 +253,7 @@ def _fill_part(
     finally:
         jpeg_file.close()
         counts_file.close()
+        resized_file.close()
     for key in sorted(jpegs.keys() - jsons.keys()):
         skipped.append((jpegs[key].member, "JPEG without its JSON"))
     for key in sorted(jsons.keys() - jpegs.keys()):
@@ -252,6 +278,7 @@ def _fill_part(
         "masks": annotations.num_rows,
         "jpeg_bytes": jpeg_file.size,
         "counts_bytes": counts_file.size,
+        "resized_bytes": resized_file.size,
         "skipped_members": [list(s) for s in skipped],
         "files": {f: file_digest(tmp / f) for f in PART_FILES},
     }

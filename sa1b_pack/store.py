@@ -27,6 +27,7 @@ from .format import (
     IMAGES_ARROW,
     JPEG_PAYLOAD,
     PARTS_DIR,
+    RESIZED_PAYLOAD,
 )
 from .manifest import StoreError, read_manifest
 from .spanner import Spanner
@@ -72,6 +73,7 @@ class Part:
             raise StoreError(f"{folder}: table rows disagree with the manifest")
         self.jpeg = _payload(folder / JPEG_PAYLOAD, BYTES_DTYPE, entry["jpeg_bytes"])
         self.counts = _payload(folder / COUNTS_PAYLOAD, BYTES_DTYPE, entry["counts_bytes"])
+        self.resized = _payload(folder / RESIZED_PAYLOAD, BYTES_DTYPE, entry["resized_bytes"])
         img = self.images
         self.image_id = _numpy(img, "image_id")
         self.width = _numpy(img, "width")
@@ -80,6 +82,8 @@ class Part:
         self.jpeg_size = _numpy(img, "jpeg_size")
         self.mask_start = _numpy(img, "mask_start")
         self.mask_count = _numpy(img, "mask_count")
+        self.resized_offset = _numpy(img, "resized_offset")
+        self.resized_size = _numpy(img, "resized_size")
         self.file_name = _column(img, "file_name")
         ann = self.annotations
         self.ids = _numpy(ann, "id")
@@ -135,6 +139,15 @@ class Sample:
         """The JPEG member's bytes, unmodified (a read-only view into the payload)."""
         start = int(self._part.jpeg_offset[self.local])
         return memoryview(self._part.jpeg[start : start + int(self._part.jpeg_size[self.local])])
+
+    @property
+    def resized_jpeg(self) -> memoryview | None:
+        """The pre-resized JPEG (store packed with --image-longest), else None."""
+        size = int(self._part.resized_size[self.local])
+        if size == 0:
+            return None
+        start = int(self._part.resized_offset[self.local])
+        return memoryview(self._part.resized[start : start + size])
 
     def image(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB, decoded by libjpeg-turbo."""
@@ -300,6 +313,11 @@ class Store:
         for i in range(len(self)):
             yield self[i]
 
+    @property
+    def image_longest(self) -> int | None:
+        """Longest side of the pre-resized JPEGs every sample carries, or None."""
+        return self.manifest.get("image_longest")
+
     @cached_property
     def num_masks(self) -> int:
         return sum(self.manifest["shards"][n]["masks"] for n in self.shards)
@@ -323,6 +341,7 @@ class Store:
         return {
             "root": str(self.root),
             "format_version": self.manifest["format_version"],
+            "image_longest": self.image_longest,
             "shards": len(self.shards),
             "images": len(self),
             "masks": self.num_masks,

@@ -8,6 +8,7 @@ of eligible images (spilled to a temp .npy file and memory-mapped when large).
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from typing import Any
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset
 from .store import open_store
 from .training import Recipe, eligible_images, training_sample
 
+logger = logging.getLogger("sa1b_pack")
 SPILL_ABOVE = 1 << 20  # index entries pickled inline up to this many, else via a .npy file
 
 
@@ -60,6 +62,15 @@ class SA1BDataset(Dataset):
         self.epoch = 0
         self.store = open_store(self.root)
         self.index = eligible_images(self.store, self.recipe)
+        if self.store.image_longest == image_size:
+            quality = self.store.manifest.get("resized_quality")
+            self.image_source = f"pre-resized {image_size} px JPEGs (quality {quality})"
+        else:
+            self.image_source = "full-size JPEGs, decoded and resized per sample"
+        logger.info("SA1BDataset %s: %d images, using %s", self.root, len(self), self.image_source)
+
+    def __repr__(self) -> str:
+        return f"SA1BDataset({self.root!r}, images={len(self)}, images from {self.image_source})"
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
-import simplejpeg
 
+from .images import decode_image, decode_resized
 from .masks import resize_longest_shape
 from .store import Store
 
@@ -88,24 +87,6 @@ def choose_masks(
     return candidates[order[: recipe.max_masks]]
 
 
-def decode_image(jpeg: Any, height: int, width: int, size: int, out: np.ndarray) -> None:
-    """Decode + SAM ResizeLongestSide(size) + zero pad into out (size, size, 3) uint8.
-
-    libjpeg-turbo first shrinks by 1/2, 1/4 or 1/8 inside the IDCT (simplejpeg's
-    min_width/height: the smallest scale still >= the target), which filters properly; the
-    remaining factor is then in (1/2, 1], where OpenCV's bilinear resize (7x faster than PIL's
-    here) does not alias. Upscaling is bilinear too.
-    """
-    h, w = resize_longest_shape(height, width, size)
-    pixels = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", min_width=w, min_height=h)
-    if pixels.shape[:2] != (h, w):
-        cv2.resize(pixels, (w, h), dst=out[:h, :w], interpolation=cv2.INTER_LINEAR)
-    else:
-        out[:h, :w] = pixels
-    out[h:] = 0
-    out[:h, w:] = 0
-
-
 def _first_points(point_coords: np.ndarray | list[np.ndarray], chosen: np.ndarray) -> np.ndarray:
     """(K, 2) first prompt point of each chosen mask (SA-1B has one each); NaN if it has none."""
     if isinstance(point_coords, np.ndarray) and point_coords.shape[1] > 0:
@@ -131,8 +112,11 @@ def training_sample(
     passing = recipe.passing(s.predicted_iou, s.stability_score, s.area)
     chosen = choose_masks(passing, s.area, recipe, rng)
     image = np.empty((recipe.image_size, recipe.image_size, 3), np.uint8)
-    decode_image(s.jpeg, s.height, s.width, recipe.image_size, image)
     h, w = resize_longest_shape(s.height, s.width, recipe.image_size)
+    if store.image_longest == recipe.image_size:  # the store holds this exact resize
+        decode_resized(s.resized_jpeg, recipe.image_size, image)
+    else:
+        decode_image(s.jpeg, s.height, s.width, recipe.image_size, image)
     sx, sy = w / s.width, h / s.height
     bbox = s.bbox[chosen]
     boxes = np.stack(

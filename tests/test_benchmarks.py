@@ -110,6 +110,19 @@ def test_bench_masks_smoke(cache: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_bench_loader_smoke(cache: Path, tmp_path: Path) -> None:
+    out = run_script("bench_loader.py", "--smoke", "--cache", cache, "--results", tmp_path)
+    assert out.startswith("$ ") and "allocator: " in out
+    for row in ("ours W=0", "ours W=2 fork", "ours W=2 spawn", "baseline W=0", "JPEG floor"):
+        assert row in out, row
+    assert "same masks drawn=True" in out  # the baseline draws the masks ours does
+    result = one_result(tmp_path, "bench_loader-smoke")
+    rows = {r["measure"]: r for r in result["rows"]}
+    assert rows["ours W=0"]["p50"] > 0 and rows["baseline W=2 fork"]["p50"] > 0
+    assert set(result["first_epochs"]) >= {"ours W=2 spawn", "baseline W=2 fork"}
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_payload_layout_smoke(cache: Path, tmp_path: Path) -> None:
     out = run_script("payload_layout.py", "--smoke", "--cache", cache, "--results", tmp_path)
     assert "np.memmap (store)" in out and "zarr v3, blosc zstd-3 shuffle" in out

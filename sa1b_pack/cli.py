@@ -23,12 +23,14 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         progress=not args.quiet,
         image_longest=args.image_longest,
+        on_error=args.on_error,
     )
     left_out = sum(len(v) for v in report.skipped_members.values())
+    bad = sum(len(v) for v in report.errors.values())
     print(
         f"packed {len(report.packed)} shards ({report.images} images, {report.masks} masks), "
         f"{len(report.skipped_existing)} already in the store, {len(report.failed)} failed, "
-        f"{left_out} members left out"
+        f"{left_out} members left out, {bad} bad samples skipped"
     )
     for error in report.failed.values():
         print(f"FAILED {error}", file=sys.stderr)
@@ -77,6 +79,28 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_errors(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    rows = open_store(args.dst).errors()
+    for row in rows:
+        print(f"{row['shard']}\t{row['kind']}\t{row['member']}\t{row['reason']}")
+    print(f"{len(rows)} members left out", file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    problems = verify(
+        args.dst, source=args.source, sample=args.sample, jobs=args.jobs, progress=not args.quiet
+    )
+    for problem in problems:
+        print(problem)
+    print(f"verify: {len(problems)} problems" if problems else "verify: OK", file=sys.stderr)
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sa1b-pack", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also store every image resized to longest side L (JPEG q90) for training",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="fail: a bad sample fails its shard (default); skip: leave it out and record it",
+    )
     p.set_defaults(func=_cmd_pack)
 
     s = sub.add_parser("synth", help="write synthetic SA-1B-format shards")
@@ -110,6 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="shards, images, masks, bytes, format version")
     i.add_argument("dst")
     i.set_defaults(func=_cmd_info)
+
+    e = sub.add_parser("errors", help="what packing left out: bad samples, strays, orphans")
+    e.add_argument("dst")
+    e.set_defaults(func=_cmd_errors)
+
+    v = sub.add_parser("verify", help="check files, offsets, masks; with --source, the tars too")
+    v.add_argument("dst")
+    v.add_argument("--source", help="folder of the source tars: compare samples with them")
+    v.add_argument("--sample", type=float, default=1.0, help="share of images compared (0-1]")
+    v.add_argument("--jobs", type=int, default=1)
+    v.add_argument("--quiet", action="store_true")
+    v.set_defaults(func=_cmd_verify)
 
     v = sub.add_parser("show", help="render one image with its largest masks as a PNG")
     v.add_argument("dst")

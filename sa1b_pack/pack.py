@@ -27,7 +27,7 @@ from .manifest import (
     write_manifest,
     writer_lock,
 )
-from .part import PartResult, write_part
+from .part import ON_ERROR, PartResult, write_part
 from .shards import ShardError, find_shards, shard_name
 
 
@@ -39,6 +39,7 @@ class PackReport:
     skipped_existing: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # shard -> error message
     skipped_members: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # bad samples skipped
     images: int = 0
     masks: int = 0
 
@@ -81,12 +82,17 @@ def _drop_leftovers(dst: Path, committed: set[str]) -> None:
 
 
 def _pack_one(
-    tar: Path, index: int, dst: Path, progress: Any | None, image_longest: int | None
+    tar: Path,
+    index: int,
+    dst: Path,
+    progress: Any | None,
+    image_longest: int | None,
+    on_error: str,
 ) -> tuple[int, PartResult | None, str | None]:
     """Worker entry point: a ShardError becomes a result, so other shards go on."""
     report: Callable[[int], None] | None = progress.put if progress is not None else None
     try:
-        return index, write_part(tar, index, dst, report, image_longest), None
+        return index, write_part(tar, index, dst, report, image_longest, on_error), None
     except ShardError as exc:
         return index, None, str(exc)
 
@@ -104,12 +110,17 @@ def pack(
     jobs: int = 1,
     progress: bool = True,
     image_longest: int | None = None,
+    on_error: str = "fail",
 ) -> PackReport:
     """Pack shards ``sa_NNNNNN.tar`` of ``src`` into store ``dst``, committing each as it ends.
 
     ``image_longest`` also keeps every image pre-resized to that longest side (see part.py);
-    a store keeps one setting for all its shards.
+    a store keeps one setting for all its shards. ``on_error="fail"`` (default) fails a shard
+    at its first bad sample, leaving nothing of it, while other shards go on; "skip" packs the
+    rest and records bad samples in the manifest (``Store.errors()``).
     """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     dst = Path(dst)
     tars = find_shards(src, shards)
     dst.mkdir(parents=True, exist_ok=True)
@@ -148,7 +159,7 @@ def pack(
             drainer.start()
         try:
             runs = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                delayed(_pack_one)(tars[i], i, dst, queue, image_longest) for i in todo
+                delayed(_pack_one)(tars[i], i, dst, queue, image_longest, on_error) for i in todo
             )
             for index, result, error in runs:
                 name = shard_name(index)
@@ -162,6 +173,10 @@ def pack(
                     report.packed.append(name)
                     report.images += result.entry["images"]
                     report.masks += result.entry["masks"]
+                    if result.errors:
+                        report.errors[name] = result.errors
+                        for member, reason in result.errors:
+                            tqdm.write(f"skipped {name}: {member}: {reason}", file=sys.stderr)
                     if result.skipped:
                         report.skipped_members[name] = result.skipped
                         for member, reason in result.skipped:

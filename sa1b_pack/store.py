@@ -16,87 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
+import orjson
 import simplejpeg
 
 from . import masks as mask_codec
-from .format import (
-    ANNOTATIONS_ARROW,
-    BYTES_DTYPE,
-    COUNTS_PAYLOAD,
-    IMAGES_ARROW,
-    JPEG_PAYLOAD,
-    PARTS_DIR,
-    RESIZED_PAYLOAD,
-)
 from .manifest import StoreError, read_manifest
+from .mapped import Part
 from .spanner import Spanner
-
-
-def _read_arrow(path: Path) -> pa.Table:
-    try:
-        return pa.ipc.open_file(pa.memory_map(str(path), "r")).read_all()
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise StoreError(f"cannot read {path}: {exc}") from None
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    col = table.column(name)
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-
-
-def _numpy(table: pa.Table, name: str, width: int | None = None) -> np.ndarray:
-    arr = _column(table, name)
-    if width is not None:
-        return arr.flatten().to_numpy(zero_copy_only=True).reshape(-1, width)
-    return arr.to_numpy(zero_copy_only=True)
-
-
-def _payload(path: Path, dtype: np.dtype, expected: int) -> np.ndarray:
-    size = path.stat().st_size if path.exists() else -1
-    if size != expected * dtype.itemsize:
-        raise StoreError(f"{path} has {size} bytes, the manifest says {expected * dtype.itemsize}")
-    if expected == 0:
-        return np.empty(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
-
-
-class Part:
-    """One committed shard, memory-mapped: per-image and per-mask columns as numpy views."""
-
-    def __init__(self, root: Path, name: str, entry: dict[str, Any]) -> None:
-        folder = root / PARTS_DIR / name
-        self.name = name
-        self.images = _read_arrow(folder / IMAGES_ARROW)
-        self.annotations = _read_arrow(folder / ANNOTATIONS_ARROW)
-        if self.images.num_rows != entry["images"] or self.annotations.num_rows != entry["masks"]:
-            raise StoreError(f"{folder}: table rows disagree with the manifest")
-        self.jpeg = _payload(folder / JPEG_PAYLOAD, BYTES_DTYPE, entry["jpeg_bytes"])
-        self.counts = _payload(folder / COUNTS_PAYLOAD, BYTES_DTYPE, entry["counts_bytes"])
-        self.resized = _payload(folder / RESIZED_PAYLOAD, BYTES_DTYPE, entry["resized_bytes"])
-        img = self.images
-        self.image_id = _numpy(img, "image_id")
-        self.width = _numpy(img, "width")
-        self.height = _numpy(img, "height")
-        self.jpeg_offset = _numpy(img, "jpeg_offset")
-        self.jpeg_size = _numpy(img, "jpeg_size")
-        self.mask_start = _numpy(img, "mask_start")
-        self.mask_count = _numpy(img, "mask_count")
-        self.resized_offset = _numpy(img, "resized_offset")
-        self.resized_size = _numpy(img, "resized_size")
-        self.file_name = _column(img, "file_name")
-        ann = self.annotations
-        self.ids = _numpy(ann, "id")
-        self.bbox = _numpy(ann, "bbox", 4)
-        self.area = _numpy(ann, "area")
-        self.predicted_iou = _numpy(ann, "predicted_iou")
-        self.stability_score = _numpy(ann, "stability_score")
-        self.crop_box = _numpy(ann, "crop_box", 4)
-        points = _column(ann, "point_coords")
-        self.point_offsets = points.offsets.to_numpy(zero_copy_only=True)
-        self.points = points.values.flatten().to_numpy(zero_copy_only=True).reshape(-1, 2)
-        self.counts_offset = _numpy(ann, "counts_offset")
-        self.counts_size = _numpy(ann, "counts_size")
 
 
 class Sample:
@@ -271,6 +197,47 @@ class Sample:
         return {"size": [self.height, self.width], "counts": counts}
 
 
+def _extra(column: Any, row: int) -> dict[str, Any]:
+    value = column[row].as_py()
+    return orjson.loads(value) if value is not None else {}
+
+
+def source_document(sample: Sample) -> dict[str, Any]:
+    """The sample's ``sa_<N>.json`` as a dict, rebuilt from the store: equal to the source's.
+
+    Used by ``verify --source`` and the round-trip tests; numbers compare equal to the
+    source's (a bbox written as ints comes back as floats).
+    """
+    part, lo = sample._part, sample._lo
+    extra = _extra(part.image_extra, sample.local)
+    image = {
+        "image_id": sample.image_id,
+        "width": sample.width,
+        "height": sample.height,
+        "file_name": sample.file_name,
+        **extra.pop("image", {}),
+    }
+    points = sample.point_coords
+    annotations = []
+    for j in range(len(sample)):
+        more = _extra(part.mask_extra, lo + j)
+        rle = sample.rle(j)
+        annotations.append(
+            {
+                "id": int(part.ids[lo + j]),
+                "segmentation": {**rle, **more.pop("segmentation", {})},
+                "area": int(part.area[lo + j]),
+                "bbox": part.bbox[lo + j].tolist(),
+                "predicted_iou": float(part.predicted_iou[lo + j]),
+                "stability_score": float(part.stability_score[lo + j]),
+                "point_coords": points[j].tolist(),
+                "crop_box": part.crop_box[lo + j].tolist(),
+                **more,
+            }
+        )
+    return {"image": image, "annotations": annotations, **extra}
+
+
 class Store:
     """A packed store: ``store[i]`` is image i, shards ascending, image ids ascending within."""
 
@@ -302,7 +269,12 @@ class Store:
         part = self._parts.get(p)
         if part is None:
             name = self.shards[p]
-            part = self._parts[p] = Part(self.root, name, self.manifest["shards"][name])
+            try:
+                part = self._parts[p] = Part(self.root, name, self.manifest["shards"][name])
+            except (KeyError, TypeError) as exc:
+                raise StoreError(
+                    f"{self.root}: manifest entry of {name} is corrupt ({exc})"
+                ) from None
         return part
 
     def __getitem__(self, index: int) -> Sample:
@@ -334,6 +306,17 @@ class Store:
             raise KeyError(f"image id {image_id} is not in {self.root}")
         return int(order[k])
 
+    def errors(self) -> list[dict[str, str]]:
+        """What packing left out, per committed shard: bad samples skipped (``kind`` "error",
+        with ``--on-error skip``) and stray or unpaired members (``kind`` "skipped")."""
+        rows = []
+        for name in self.shards:
+            entry = self.manifest["shards"][name]
+            for kind, key in (("error", "errors"), ("skipped", "skipped_members")):
+                for member, reason in entry.get(key, []):
+                    rows.append({"shard": name, "member": member, "kind": kind, "reason": reason})
+        return rows
+
     def info(self) -> dict[str, Any]:
         """Shards, images, masks, bytes and format version, from the manifest alone."""
         entries = self.manifest["shards"]
@@ -348,6 +331,7 @@ class Store:
             "store_bytes": store_bytes,
             "source_bytes": sum(entries[n]["source"]["bytes"] for n in self.shards),
             "skipped_members": sum(len(entries[n]["skipped_members"]) for n in self.shards),
+            "errors": sum(len(entries[n].get("errors", [])) for n in self.shards),
         }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from .faults import crash_point
 from .format import FORMAT_NAME, FORMAT_VERSION, LOCK_FILE, MANIFEST
 from .images import RESIZED_QUALITY
 
@@ -72,7 +73,9 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    crash_point("manifest-written")
     os.replace(tmp, path)
+    crash_point("manifest-replaced")
     fsync_dir(path.parent)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import simplejpeg
 
 from .annotation import AnnotationError, parse_annotation_json
+from .faults import crash_point
 from .format import (
     ANNOTATIONS_ARROW,
     ANNOTATIONS_PARQUET,
@@ -49,10 +50,13 @@ class PartResult:
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header; ValueError if unreadable or cut short (no EOI marker)."""
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError as exc:
         raise ValueError(f"not a readable JPEG: {exc}") from None
+    if data[-2:] != b"\xff\xd9":
+        raise ValueError("JPEG ends without its end-of-image marker (cut short?)")
     return width, height
 
 
@@ -101,8 +105,10 @@ def write_part(
         if final.exists():  # an uncommitted leftover of a killed run: never listed, safe to drop
             shutil.rmtree(final)
         fsync_dir(tmp)
+        crash_point("part-written")
         os.rename(tmp, final)
         fsync_dir(parts)
+        crash_point("part-renamed")
         return result
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -204,6 +210,7 @@ def _fill_part(
     collected = _Shard(shard, tmp, on_error, image_longest)
     try:
         for member in iter_members(tar_path, shard):
+            crash_point("member")
             collected.add(member)
             if progress and member.kind == "json":
                 progress(1)

@@ -120,8 +120,14 @@ def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[
                 if len(data) != info.size:
                     raise ShardError(shard, info.name, "truncated: member shorter than its header")
                 yield Member(info.name, key, kind, data)
-            if tar.fileobj.tell() == tar.offset:  # EOF where a header or the end marker belongs
-                raise ShardError(shard, last, "truncated: the tar ends without its end marker")
+            # A complete tar ends with a zero block after the last member; tarfile also stops
+            # quietly at EOF where a header belongs (cut at or inside a header): not complete.
+            if tar.fileobj.tell() < tar.offset + tarfile.BLOCKSIZE:
+                raise ShardError(
+                    shard,
+                    last,
+                    "the tar ends after this member, without its end marker (truncated download?)",
+                )
     except ShardError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:

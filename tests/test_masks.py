@@ -196,3 +196,37 @@ def test_parse_strings_many_at_once_and_names_the_bad_one() -> None:
         masks.parse_strings(data, offsets[:2], sizes[:2] - np.array([0, 1]), 9, 11)
     with pytest.raises(ValueError, match=r"mask 0: .*outside the payload"):
         masks.parse_strings(data, np.array([len(data) - 1]), np.array([5]), 9, 11)
+
+
+@given(st.binary(max_size=40), st.integers(1, 12), st.integers(1, 12))
+@settings(max_examples=400, deadline=None)
+def test_fuzz_any_bytes_parse_like_the_reference_or_raise(data: bytes, h: int, w: int) -> None:
+    """Any byte string: the kernel gives the reference's runs, or both refuse it."""
+    try:
+        expected = rle.string_to_runs(data)
+        ok = sum(expected) == h * w and len(expected) > 0
+    except ValueError:
+        ok = False
+    if ok:
+        assert masks.string_to_runs(data, h, w).tolist() == expected
+        runs = masks.string_to_runs(data, h, w)
+        decoded = masks.decode(runs, [0], [len(runs)], h, w)
+        np.testing.assert_array_equal(decoded[0], rle.runs_to_mask(expected, h, w))
+    else:
+        with pytest.raises(ValueError, match="malformed RLE counts"):
+            masks.string_to_runs(data, h, w)
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=12), st.integers(1, 6))
+@settings(max_examples=300, deadline=None)
+def test_fuzz_any_runs_decode_correctly_or_raise(runs: list[int], h: int) -> None:
+    w = 5
+    payload = np.array(runs, "<u4")
+    out = np.full((1, h, w), 7, np.uint8)
+    if runs and sum(runs) == h * w:
+        masks.decode(payload, [0], [len(runs)], h, w, out=out)
+        np.testing.assert_array_equal(out[0], rle.runs_to_mask(runs, h, w))
+    else:
+        with pytest.raises(ValueError):
+            masks.decode(payload, [0], [len(runs)], h, w, out=out)
+        assert (out == 7).all(), "nothing written before the error"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 
 from sa1b_pack import open_store, pack
 from sa1b_pack.manifest import file_digest, read_manifest
+from sa1b_pack.synth import synth_shards
 
 SHARDS = [0, 1, 2]
 
@@ -90,19 +92,37 @@ def test_kill_at_each_commit_step_then_resume(
     resume_and_compare(source_dir, dst, clean)
 
 
-def test_kill_at_random_moments_then_resume(source_dir: Path, clean: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def busy_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """3 shards x 60 small images, its clean store, and how long packing it takes."""
+    root = tmp_path_factory.mktemp("busy")
+    synth_shards(root / "src", SHARDS, 60, small=True, seed=5, progress=False)
+    start = time.perf_counter()
+    assert pack(root / "src", root / "clean", SHARDS, progress=False).ok
+    return root / "src", root / "clean", time.perf_counter() - start
+
+
+def test_kill_at_random_moments_then_resume(busy_source, tmp_path: Path) -> None:
+    """Kills at random times while packing runs (after the first manifest write)."""
+    src, clean, duration = busy_source
     rng = random.Random(1)
     dst = tmp_path / "store"
     kills = 0
-    for _ in range(4):
-        proc = cli_pack(source_dir, dst)
-        time.sleep(rng.uniform(0.3, 1.5))  # interpreter start + numba cache load take ~0.5 s
+    for _ in range(6):
+        proc = cli_pack(src, dst)
+        deadline = time.monotonic() + 60
+        while not (dst / "manifest.json").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        time.sleep(rng.uniform(0, duration))
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=60)
         kills += proc.returncode == -signal.SIGKILL
         assert_whole(dst)
-    assert kills >= 1, "at least one run must have been killed, not finished"
-    resume_and_compare(source_dir, dst, clean)
+        if len(read_manifest(dst)["shards"]) == len(SHARDS):
+            shutil.rmtree(dst)  # finished: start over, so later kills land mid-run too
+    assert kills >= 3, f"only {kills} of 6 runs were killed before they finished"
+    resume_and_compare(src, dst, clean)
 
 
 def test_a_reader_sees_the_store_as_it_was_when_opened(source_dir: Path, tmp_path: Path) -> None:

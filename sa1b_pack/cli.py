@@ -24,6 +24,8 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         image_longest=args.image_longest,
         on_error=args.on_error,
+        backend=args.backend,
+        scheduler=args.scheduler,
     )
     left_out = sum(len(v) for v in report.skipped_members.values())
     bad = sum(len(v) for v in report.errors.values())
@@ -34,6 +36,38 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     )
     for error in report.failed.values():
         print(f"FAILED {error}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from .fetch import DiskSpaceError, Http, fetch, read_links
+
+    shards = parse_shards(args.shards) if args.shards else sorted(read_links(args.links))
+    try:
+        report = fetch(
+            args.links,
+            args.src,
+            shards,
+            dst=args.pack,
+            delete_tars=args.delete_tars,
+            jobs=args.jobs,
+            pack_jobs=args.pack_jobs,
+            http=Http(retries=args.retries, timeout=args.timeout),
+            force=args.force,
+            image_longest=args.image_longest,
+            on_error=args.on_error,
+            progress=not args.quiet,
+        )
+    except DiskSpaceError as exc:
+        print(f"sa1b-pack: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"downloaded {len(report.downloaded)}, packed {len(report.packed)}, deleted "
+        f"{len(report.deleted)} tars; {len(report.failed)} failed to download, "
+        f"{len(report.pack_failed)} failed to pack"
+    )
+    for name, reason in {**report.failed, **report.pack_failed}.items():
+        print(f"FAILED {name}: {reason}", file=sys.stderr)
     return 0 if report.ok else 1
 
 
@@ -123,7 +157,31 @@ def build_parser() -> argparse.ArgumentParser:
         default="fail",
         help="fail: a bad sample fails its shard (default); skip: leave it out and record it",
     )
+    p.add_argument(
+        "--backend", choices=["loky", "dask"], default="loky", help="where shards are packed"
+    )
+    p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://head:8786")
     p.set_defaults(func=_cmd_pack)
+
+    f = sub.add_parser("fetch", help="download shards from Meta's links file, pack as they land")
+    f.add_argument("links", help="Meta's links file: file_name<TAB>cdn_link, a header line")
+    f.add_argument("src", help="folder for the tars (created if missing)")
+    f.add_argument("--shards", help="e.g. 0-99 or 3,7,10-12 (default: every shard listed)")
+    f.add_argument("--jobs", type=int, default=4, help="parallel downloads")
+    f.add_argument("--retries", type=int, default=5, help="failed attempts in a row per file")
+    f.add_argument("--timeout", type=float, default=60, help="seconds to connect, between reads")
+    f.add_argument("--pack", metavar="DST", help="pack each shard into store DST as it lands")
+    f.add_argument(
+        "--delete-tars",
+        action="store_true",
+        help="delete each tar once its shard is committed and verified (needs --pack)",
+    )
+    f.add_argument("--pack-jobs", type=int, default=1, help="shards packed in parallel")
+    f.add_argument("--image-longest", type=int, metavar="L", help="as for pack")
+    f.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="as for pack")
+    f.add_argument("--force", action="store_true", help="start even if the disk looks too small")
+    f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.set_defaults(func=_cmd_fetch)
 
     s = sub.add_parser("synth", help="write synthetic SA-1B-format shards")
     s.add_argument("out")

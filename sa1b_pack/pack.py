@@ -19,6 +19,7 @@ from typing import Any
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from .cluster import backend_context
 from .format import PART_FILES, PARTS_DIR
 from .manifest import (
     StoreError,
@@ -82,7 +83,7 @@ def _drop_leftovers(dst: Path, committed: set[str]) -> None:
 
 
 def _pack_one(
-    tar: Path,
+    tar: str,
     index: int,
     dst: Path,
     progress: Any | None,
@@ -95,6 +96,34 @@ def _pack_one(
         return index, write_part(tar, index, dst, report, image_longest, on_error), None
     except ShardError as exc:
         return index, None, str(exc)
+
+
+def _record(
+    name: str,
+    result: PartResult | None,
+    error: str | None,
+    dst: Path,
+    manifest: dict[str, Any],
+    report: PackReport,
+) -> None:
+    """Commit a finished shard (list it in the manifest) or record why it failed."""
+    if error is not None:
+        report.failed[name] = error
+        tqdm.write(f"FAILED {error}", file=sys.stderr)
+        return
+    assert result is not None
+    manifest["shards"][name] = result.entry
+    write_manifest(dst, manifest)
+    report.packed.append(name)
+    report.images += result.entry["images"]
+    report.masks += result.entry["masks"]
+    if result.errors:
+        report.errors[name] = result.errors
+    if result.skipped:
+        report.skipped_members[name] = result.skipped
+    for label, items in (("skipped", result.errors), ("left out", result.skipped)):
+        for member, reason in items:
+            tqdm.write(f"{label} {name}: {member}: {reason}", file=sys.stderr)
 
 
 def _drain(queue: Any, bar: tqdm) -> None:
@@ -111,13 +140,17 @@ def pack(
     progress: bool = True,
     image_longest: int | None = None,
     on_error: str = "fail",
+    backend: str = "loky",
+    scheduler: str | None = None,
 ) -> PackReport:
     """Pack shards ``sa_NNNNNN.tar`` of ``src`` into store ``dst``, committing each as it ends.
 
     ``image_longest`` also keeps every image pre-resized to that longest side (see part.py);
     a store keeps one setting for all its shards. ``on_error="fail"`` (default) fails a shard
     at its first bad sample, leaving nothing of it, while other shards go on; "skip" packs the
-    rest and records bad samples in the manifest (``Store.errors()``).
+    rest and records bad samples in the manifest (``Store.errors()``). ``backend="dask"``
+    runs the same per-shard function on a Dask cluster (``scheduler`` address, or the current
+    client); ``jobs`` then defaults to every worker.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -141,11 +174,12 @@ def pack(
                 report.skipped_existing.append(shard_name(index))
             else:
                 todo.append(index)
-        jobs = max(1, min(jobs, len(todo) or 1))
+        distributed = backend != "loky"
+        jobs = -1 if distributed else max(1, min(jobs, len(todo) or 1))
         shard_bar = tqdm(total=len(todo), desc="shards", unit="shard", disable=not progress)
         image_bar = tqdm(desc="images", unit="img", disable=not progress)
         queue, drainer, manager = None, None, None
-        if progress:
+        if progress and not distributed:  # a cluster reports whole shards only
             if jobs > 1:
                 import multiprocessing
 
@@ -158,30 +192,14 @@ def pack(
             drainer = threading.Thread(target=_drain, args=(queue, image_bar), daemon=True)
             drainer.start()
         try:
-            runs = Parallel(n_jobs=jobs, return_as="generator_unordered")(
-                delayed(_pack_one)(tars[i], i, dst, queue, image_longest, on_error) for i in todo
-            )
-            for index, result, error in runs:
-                name = shard_name(index)
-                if error is not None:
-                    report.failed[name] = error
-                    tqdm.write(f"FAILED {error}", file=sys.stderr)
-                else:
-                    assert result is not None
-                    manifest["shards"][name] = result.entry
-                    write_manifest(dst, manifest)
-                    report.packed.append(name)
-                    report.images += result.entry["images"]
-                    report.masks += result.entry["masks"]
-                    if result.errors:
-                        report.errors[name] = result.errors
-                        for member, reason in result.errors:
-                            tqdm.write(f"skipped {name}: {member}: {reason}", file=sys.stderr)
-                    if result.skipped:
-                        report.skipped_members[name] = result.skipped
-                        for member, reason in result.skipped:
-                            tqdm.write(f"left out {name}: {member}: {reason}", file=sys.stderr)
-                shard_bar.update(1)
+            with backend_context(backend, scheduler):
+                runs = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                    delayed(_pack_one)(tars[i], i, dst, queue, image_longest, on_error)
+                    for i in todo
+                )
+                for index, result, error in runs:
+                    _record(shard_name(index), result, error, dst, manifest, report)
+                    shard_bar.update(1)
         finally:
             if queue is not None:
                 queue.put(None)

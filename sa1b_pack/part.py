@@ -34,7 +34,7 @@ from .format import (
 )
 from .images import encode_jpeg, resize_longest
 from .manifest import file_digest, fsync_dir
-from .shards import Member, ShardError, iter_members, shard_name
+from .shards import Member, ShardError, iter_members, shard_name, source_size
 from .tables import JpegRecord, JsonRecord, build_tables, write_table
 
 ON_ERROR = ("fail", "skip")
@@ -100,7 +100,7 @@ def write_part(
     tmp = parts / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        result = _fill_part(Path(tar_path), name, tmp, progress, image_longest, on_error)
+        result = _fill_part(os.fspath(tar_path), name, tmp, progress, image_longest, on_error)
         final = parts / name
         if final.exists():  # an uncommitted leftover of a killed run: never listed, safe to drop
             shutil.rmtree(final)
@@ -199,14 +199,14 @@ class _Shard:
 
 
 def _fill_part(
-    tar_path: Path,
+    tar_path: str,
     name: str,
     tmp: Path,
     progress: Callable[[int], None] | None,
     image_longest: int | None,
     on_error: str,
 ) -> PartResult:
-    shard = tar_path.name
+    shard = tar_path.rstrip("/").rsplit("/", 1)[-1]
     collected = _Shard(shard, tmp, on_error, image_longest)
     try:
         for member in iter_members(tar_path, shard):
@@ -222,7 +222,7 @@ def _fill_part(
     write_table(annotations, tmp / ANNOTATIONS_PARQUET, tmp / ANNOTATIONS_ARROW)
     entry = {
         "index": int(name[3:]),
-        "source": {"file": shard, "bytes": tar_path.stat().st_size},
+        "source": {"file": shard, "bytes": source_size(tar_path)},
         "images": images.num_rows,
         "masks": annotations.num_rows,
         "jpeg_bytes": collected.jpeg_file.size,

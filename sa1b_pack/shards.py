@@ -12,7 +12,8 @@ import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+
+import fsspec
 
 SHARD_FILE = re.compile(r"^sa_(\d{6})\.tar$")
 SAMPLE_MEMBER = re.compile(r"^sa_(\d+)\.(jpg|json)$")
@@ -51,26 +52,38 @@ def parse_shards(spec: str) -> list[int]:
     return sorted(indices)
 
 
-def find_shards(src: str | os.PathLike, indices: list[int]) -> dict[int, Path]:
-    """Tar path of each requested shard; FileNotFoundError listing every missing one."""
-    root = Path(src)
-    if not root.is_dir():
-        raise FileNotFoundError(f"source folder {root} does not exist")
-    found = {i: root / f"{shard_name(i)}.tar" for i in indices}
-    missing = [p.name for p in found.values() if not p.is_file()]
+def source_fs(src: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path) of a local folder or any fsspec URL (s3://, gs://, http://, ...)."""
+    return fsspec.core.url_to_fs(os.fspath(src))
+
+
+def source_size(url: str | os.PathLike) -> int:
+    fs, path = source_fs(url)
+    return int(fs.size(path))
+
+
+def find_shards(src: str | os.PathLike, indices: list[int]) -> dict[int, str]:
+    """Location (path or URL) of each requested shard; FileNotFoundError listing every missing."""
+    fs, root = source_fs(src)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"source folder {src} does not exist")
+    base = os.fspath(src).rstrip("/")
+    found = {i: f"{base}/{shard_name(i)}.tar" for i in indices}
+    present = {p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
+    missing = [f"{shard_name(i)}.tar" for i in indices if f"{shard_name(i)}.tar" not in present]
     if missing:
         shown = ", ".join(missing[:10]) + (
             f" and {len(missing) - 10} more" if len(missing) > 10 else ""
         )
-        raise FileNotFoundError(f"missing shard files in {root}: {shown}")
+        raise FileNotFoundError(f"missing shard files in {src}: {shown}")
     return found
 
 
 def available_shards(src: str | os.PathLike) -> list[int]:
-    """Indices of every sa_NNNNNN.tar in a folder."""
-    return sorted(
-        int(m.group(1)) for p in Path(src).iterdir() if (m := SHARD_FILE.fullmatch(p.name))
-    )
+    """Indices of every sa_NNNNNN.tar in a folder (local or fsspec URL)."""
+    fs, root = source_fs(src)
+    names = (p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    return sorted(int(m.group(1)) for name in names if (m := SHARD_FILE.fullmatch(name)))
 
 
 @dataclass(frozen=True)
@@ -100,10 +113,13 @@ def classify(name: str) -> tuple[str | None, str | None, str | None]:
 
 def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[Member]:
     """Stream a shard's members once, in tar order; ShardError if the tar is broken."""
-    shard = shard or Path(path).name
+    shard = shard or os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
     last = None
     try:
-        with open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        with (
+            fsspec.open(os.fspath(path), "rb") as raw,
+            tarfile.open(fileobj=raw, mode="r|*") as tar,
+        ):
             for info in tar:
                 last = info.name
                 if info.isdir():

@@ -294,6 +294,15 @@ class Store:
     def num_masks(self) -> int:
         return sum(self.manifest["shards"][n]["masks"] for n in self.shards)
 
+    def shard_for(self, rank: int, world_size: int, *, epoch: int = 0, seed: int = 0) -> np.ndarray:
+        """Global indices of rank ``rank``'s images for an epoch: a permutation drawn from
+        (seed, epoch), dealt round-robin, so ranks are disjoint, cover the store, and differ in
+        size by at most one."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world size {world_size}")
+        order = np.random.default_rng((seed, epoch)).permutation(len(self))
+        return order[rank::world_size]
+
     def index_of(self, image_id: int) -> int:
         """Global index of an image id; KeyError if the store does not hold it."""
         if self._by_id is None:

@@ -43,8 +43,8 @@ def test_find_shards_lists_every_missing_file(tmp_path: Path) -> None:
     for i in (0, 2):
         (tmp_path / f"sa_{i:06d}.tar").write_bytes(b"")
     assert find_shards(tmp_path, [0, 2]) == {
-        0: tmp_path / "sa_000000.tar",
-        2: tmp_path / "sa_000002.tar",
+        0: str(tmp_path / "sa_000000.tar"),
+        2: str(tmp_path / "sa_000002.tar"),
     }
     with pytest.raises(FileNotFoundError) as info:
         find_shards(tmp_path, [0, 1, 2, 3])

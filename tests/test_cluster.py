@@ -1,0 +1,96 @@
+"""Beyond one machine: the Dask backend, sources on S3-compatible storage, rank sharding."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sa1b_pack import open_store, pack
+from sa1b_pack.manifest import read_manifest
+
+SHARDS = [0, 1, 2]
+
+
+def test_dask_backend_packs_the_same_store(source_dir: Path, packed_dir: Path, tmp_path: Path):
+    from dask.distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        report = pack(source_dir, tmp_path / "store", SHARDS, backend="dask", progress=False)
+    assert report.ok and sorted(report.packed) == [f"sa_{i:06d}" for i in SHARDS]
+    assert read_manifest(tmp_path / "store")["shards"] == read_manifest(packed_dir)["shards"]
+
+
+def test_dask_backend_without_a_cluster_says_how(source_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--scheduler"):
+        pack(source_dir, tmp_path / "store", SHARDS, backend="dask", progress=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch):
+    """A moto S3 server on loopback, with fsspec pointed at it; stopped after the test."""
+    import fsspec
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": url,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": url})
+    fsspec.filesystem("s3").clear_instance_cache()
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+def test_pack_from_s3_compatible_storage(
+    s3_endpoint: str, source_dir: Path, packed_dir: Path, tmp_path: Path
+) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    fs.mkdir("sa1b")
+    for i in SHARDS:
+        fs.put(str(source_dir / f"sa_{i:06d}.tar"), f"sa1b/src/sa_{i:06d}.tar")
+    assert os.environ["FSSPEC_S3_ENDPOINT_URL"] == s3_endpoint
+    report = pack("s3://sa1b/src", tmp_path / "store", SHARDS, progress=False)
+    assert report.ok
+    assert read_manifest(tmp_path / "store")["shards"] == read_manifest(packed_dir)["shards"]
+    with pytest.raises(FileNotFoundError, match=r"sa_000007\.tar"):
+        pack("s3://sa1b/src", tmp_path / "other", [7], progress=False)
+
+
+def test_shard_for_ranks(packed_dir: Path) -> None:
+    store = open_store(packed_dir)
+    for world in (1, 2, 5):
+        parts = [store.shard_for(r, world, epoch=3) for r in range(world)]
+        everything = np.concatenate(parts)
+        assert sorted(everything.tolist()) == list(range(len(store)))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        again = [store.shard_for(r, world, epoch=3) for r in range(world)]
+        assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    assert not np.array_equal(store.shard_for(0, 2, epoch=0), store.shard_for(0, 2, epoch=1))
+    with pytest.raises(ValueError, match="rank"):
+        store.shard_for(2, 2)

@@ -21,6 +21,7 @@ import orjson
 from .faults import crash_point
 from .format import FORMAT_NAME, FORMAT_VERSION, LOCK_FILE, MANIFEST
 from .images import RESIZED_QUALITY
+from .remote import MANIFESTS_DIR, is_remote, read_remote_manifest, write_remote_manifest
 
 HASH_BLOCK = 1 << 22
 
@@ -41,9 +42,16 @@ def empty_manifest(image_longest: int | None = None) -> dict[str, Any]:
 
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """The committed manifest: ``manifest.json`` locally, the newest generation remotely."""
     path = Path(root) / MANIFEST
     try:
-        manifest = orjson.loads(path.read_bytes())
+        if is_remote(root):
+            path = f"{root}/{MANIFESTS_DIR}/"
+            manifest = read_remote_manifest(os.fspath(root))
+            if manifest is None:
+                raise FileNotFoundError(path)
+        else:
+            manifest = orjson.loads(path.read_bytes())
     except FileNotFoundError:
         raise StoreError(f"{root} is not a sa1b_pack store: no {MANIFEST}") from None
     except orjson.JSONDecodeError as exc:
@@ -80,6 +88,10 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """Commit: replace manifest.json atomically, or write the next remote generation."""
+    if is_remote(root):
+        write_remote_manifest(os.fspath(root), manifest)
+        return
     shards = dict(sorted(manifest["shards"].items()))
     body = {**manifest, "shards": shards}
     write_atomic(Path(root) / MANIFEST, orjson.dumps(body, option=orjson.OPT_INDENT_2))

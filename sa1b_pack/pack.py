@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from .manifest import (
     writer_lock,
 )
 from .part import ON_ERROR, PartResult, write_part
+from .remote import drop_unlisted_parts, is_remote, upload_part
 from .shards import ShardError, find_shards, shard_name
 
 
@@ -49,11 +52,11 @@ class PackReport:
         return not self.failed
 
 
-def _open_or_create(dst: Path, image_longest: int | None) -> dict[str, Any]:
+def _open_or_create(dst: Path | str, image_longest: int | None) -> dict[str, Any]:
     try:
         manifest = read_manifest(dst)
     except StoreError:
-        if (dst / "manifest.json").exists():
+        if not is_remote(dst) and (Path(dst) / "manifest.json").exists():
             raise
         return empty_manifest(image_longest)
     if manifest["shards"] and manifest.get("image_longest") != image_longest:
@@ -85,15 +88,25 @@ def _drop_leftovers(dst: Path, committed: set[str]) -> None:
 def _pack_one(
     tar: str,
     index: int,
-    dst: Path,
+    dst: Path | str,
     progress: Any | None,
     image_longest: int | None,
     on_error: str,
 ) -> tuple[int, PartResult | None, str | None]:
-    """Worker entry point: a ShardError becomes a result, so other shards go on."""
+    """Worker entry point: a ShardError becomes a result, so other shards go on.
+
+    For a remote store the part is written to local scratch, then uploaded under its own
+    prefix; the coordinator commits it by writing the next manifest generation.
+    """
     report: Callable[[int], None] | None = progress.put if progress is not None else None
     try:
-        return index, write_part(tar, index, dst, report, image_longest, on_error), None
+        if not is_remote(dst):
+            return index, write_part(tar, index, dst, report, image_longest, on_error), None
+        with tempfile.TemporaryDirectory(prefix="sa1b-part-") as scratch:
+            result = write_part(tar, index, scratch, report, image_longest, on_error)
+            name = shard_name(index)
+            result.entry["path"] = upload_part(Path(scratch) / PARTS_DIR / name, dst, name)
+            return index, result, None
     except ShardError as exc:
         return index, None, str(exc)
 
@@ -154,18 +167,24 @@ def pack(
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    dst = Path(dst)
+    remote = is_remote(dst)
+    dst = os.fspath(dst) if remote else Path(dst)
     tars = find_shards(src, shards)
-    dst.mkdir(parents=True, exist_ok=True)
+    if not remote:
+        dst.mkdir(parents=True, exist_ok=True)
     report = PackReport()
-    with writer_lock(dst):
+    with nullcontext() if remote else writer_lock(dst):
         manifest = _open_or_create(dst, image_longest)
         listed = manifest["shards"]
-        committed = {n for n, e in listed.items() if _is_committed(dst, n, e)}
-        if committed != set(listed):
-            broken = sorted(set(listed) - committed)
-            raise StoreError(f"{dst}: committed shards with missing or resized files: {broken}")
-        _drop_leftovers(dst, committed)
+        if remote:
+            committed = set(listed)
+            drop_unlisted_parts(dst, manifest)
+        else:
+            committed = {n for n, e in listed.items() if _is_committed(dst, n, e)}
+            if committed != set(listed):
+                broken = sorted(set(listed) - committed)
+                raise StoreError(f"{dst}: committed shards with missing or resized files: {broken}")
+            _drop_leftovers(dst, committed)
         if not listed:
             write_manifest(dst, manifest)
         todo = []

@@ -22,6 +22,7 @@ import simplejpeg
 from . import masks as mask_codec
 from .manifest import StoreError, read_manifest
 from .mapped import Part
+from .remote import RemotePart, is_remote
 from .spanner import Spanner
 
 
@@ -131,7 +132,7 @@ class Sample:
             offsets, sizes = offsets[chosen], sizes[chosen]
         try:
             return mask_codec.parse_strings(
-                self._part.counts, offsets, sizes, self.height, self.width
+                np.asarray(self._part.counts), offsets, sizes, self.height, self.width
             )
         except ValueError as exc:
             raise StoreError(f"{self.shard}, image {self.image_id}: corrupt store: {exc}") from None
@@ -242,7 +243,8 @@ class Store:
     """A packed store: ``store[i]`` is image i, shards ascending, image ids ascending within."""
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
+        self.remote = is_remote(root)
+        self.root: Path | str = os.fspath(root).rstrip("/") if self.remote else Path(root)
         self.manifest = read_manifest(self.root)
         entries = self.manifest["shards"]
         self.shards = sorted(entries, key=lambda n: entries[n]["index"])
@@ -263,14 +265,15 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r}, shards={len(self.shards)}, images={len(self)})"
 
-    def part(self, p: int) -> Part:
+    def part(self, p: int) -> Part | RemotePart:
         if self._pid != os.getpid():  # forked: maps are re-opened per process
             self._parts, self._pid = {}, os.getpid()
         part = self._parts.get(p)
         if part is None:
             name = self.shards[p]
             try:
-                part = self._parts[p] = Part(self.root, name, self.manifest["shards"][name])
+                kind = RemotePart if self.remote else Part
+                part = self._parts[p] = kind(self.root, name, self.manifest["shards"][name])
             except (KeyError, TypeError) as exc:
                 raise StoreError(
                     f"{self.root}: manifest entry of {name} is corrupt ({exc})"
@@ -279,6 +282,8 @@ class Store:
 
     def __getitem__(self, index: int) -> Sample:
         p, local = self._spanner.locate(index)
+        if self.remote:
+            return Sample(self.part(p).window(local), 0)
         return Sample(self.part(p), local)
 
     def __iter__(self):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,27 +45,38 @@ def free_port() -> int:
 
 @pytest.fixture
 def s3_endpoint(monkeypatch: pytest.MonkeyPatch):
-    """A moto S3 server on loopback, with fsspec pointed at it; stopped after the test."""
+    """An S3-compatible server (moto) in a separate process on loopback; fsspec pointed at it."""
     import fsspec
-    from moto.server import ThreadedMotoServer
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
     url = f"http://127.0.0.1:{port}"
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "FSSPEC_S3_ENDPOINT_URL": url,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": url})
-    fsspec.filesystem("s3").clear_instance_cache()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.05)
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": url,
+        }.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": url})
+        fsspec.filesystem("s3").clear_instance_cache()
         yield url
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_pack_from_s3_compatible_storage(

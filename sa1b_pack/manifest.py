@@ -97,11 +97,11 @@ def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
     write_atomic(Path(root) / MANIFEST, orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
 
-def file_digest(path: str | os.PathLike) -> dict[str, Any]:
-    """Size and sha256 of a file, for the manifest and for verify."""
+def file_digest(path: str | os.PathLike, fs: Any = None) -> dict[str, Any]:
+    """Size and sha256 of a file (local or on an fsspec filesystem), for manifest and verify."""
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
+    with fs.open(path, "rb") if fs is not None else open(path, "rb") as f:
         while block := f.read(HASH_BLOCK):
             digest.update(block)
             size += len(block)

@@ -13,6 +13,7 @@ import os
 import zlib
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
@@ -56,35 +57,35 @@ def verify_shard(
 ) -> list[str]:
     """Problems of one shard; stops at the first layer that fails (files, then contents)."""
     entry = read_manifest(root)["shards"][name]
-    folder = Path(root) / PARTS_DIR / name
-    problems = _check_files(folder, name, entry)
+    fs, base = fsspec.core.url_to_fs(os.fspath(root))
+    folder = f"{base}/{entry.get('path', f'{PARTS_DIR}/{name}')}"
+    problems = _check_files(fs, folder, name, entry)
     if problems:
         return problems
     try:
         store = Store(root)
         part = store.part(store.shards.index(name))
+        if not store.remote:  # the table layer reads the mapped part; remote: files + source
+            problems = _check_tables(Path(folder), name, part)
     except StoreError as exc:
         return [f"{name}: {exc}"]
-    problems = _check_tables(folder, name, part)
     if not problems and source is not None:
-        problems = _check_source(store, name, Path(source), sample)
+        problems = _check_source(store, name, os.fspath(source), sample)
     return problems
 
 
-def _check_files(folder: Path, name: str, entry: dict) -> list[str]:
+def _check_files(fs: fsspec.AbstractFileSystem, folder: str, name: str, entry: dict) -> list[str]:
     problems = []
     for f in PART_FILES:
-        path = folder / f
+        path = f"{folder}/{f}"
         want = entry["files"].get(f)
         if want is None:
             problems.append(f"{name}: {f}: not listed in the manifest")
-        elif not path.is_file():
+        elif not fs.isfile(path):
             problems.append(f"{name}: {f}: missing")
-        elif path.stat().st_size != want["bytes"]:
-            problems.append(
-                f"{name}: {f}: {path.stat().st_size} bytes, the manifest says {want['bytes']}"
-            )
-        elif file_digest(path)["sha256"] != want["sha256"]:
+        elif (size := fs.size(path)) != want["bytes"]:
+            problems.append(f"{name}: {f}: {size} bytes, the manifest says {want['bytes']}")
+        elif file_digest(path, fs)["sha256"] != want["sha256"]:
             problems.append(f"{name}: {f}: sha256 differs from the manifest (content changed)")
     return problems
 
@@ -124,9 +125,10 @@ def _chosen(image_id: int, share: float) -> bool:
     return share >= 1.0 or zlib.crc32(str(image_id).encode()) < share * 2**32
 
 
-def _check_source(store: Store, name: str, source: Path, share: float) -> list[str]:
-    tar = source / f"{name}.tar"
-    if not tar.is_file():
+def _check_source(store: Store, name: str, source: str, share: float) -> list[str]:
+    tar = f"{source.rstrip('/')}/{name}.tar"
+    fs, path = fsspec.core.url_to_fs(tar)
+    if not fs.isfile(path):
         return [f"{name}: source {tar} not found"]
     p = store.shards.index(name)
     part = store.part(p)
@@ -134,7 +136,7 @@ def _check_source(store: Store, name: str, source: Path, share: float) -> list[s
     offset = int(store._spanner.starts[p])
     problems, seen = [], set()
     try:
-        for member in iter_members(tar, tar.name):
+        for member in iter_members(tar, f"{name}.tar"):
             if member.kind is None:
                 continue
             image_id = int(member.key[3:])
@@ -151,5 +153,5 @@ def _check_source(store: Store, name: str, source: Path, share: float) -> list[s
     for image_id in local:
         for kind in ("jpg", "json"):
             if _chosen(image_id, share) and (image_id, kind) not in seen:
-                problems.append(f"{name}: sa_{image_id}.{kind}: in the store, not in {tar.name}")
+                problems.append(f"{name}: sa_{image_id}.{kind}: in the store, not in {name}.tar")
     return problems

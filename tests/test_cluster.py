@@ -14,6 +14,7 @@ import pytest
 
 from sa1b_pack import open_store, pack
 from sa1b_pack.manifest import read_manifest
+from sa1b_pack.verify import verify
 
 SHARDS = [0, 1, 2]
 
@@ -148,3 +149,12 @@ def test_store_on_s3_compatible_storage(
     # resuming skips what the newest generation lists
     again = pack(source_dir, "s3://bucket/store", SHARDS, progress=False)
     assert again.packed == [] and len(again.skipped_existing) == len(SHARDS)
+    # verify works remotely too: checksums and the round trip against the tars
+    assert verify("s3://bucket/store", source=source_dir, progress=False) == []
+    path = f"bucket/store/{read_manifest('s3://bucket/store')['shards']['sa_000001']['path']}"
+    data = bytearray(fs.cat_file(f"{path}/counts.bin"))
+    data[5] ^= 1
+    fs.pipe_file(f"{path}/counts.bin", bytes(data))
+    assert verify("s3://bucket/store", progress=False) == [
+        "sa_000001: counts.bin: sha256 differs from the manifest (content changed)"
+    ]

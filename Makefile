@@ -41,10 +41,17 @@ demo: $(STAMP)
 	$(BIN)/sa1b-pack info $(DEMO)/store
 	$(BIN)/python benchmarks/demo_readback.py $(DEMO)/store $(DEMO)/src
 
+# make bench: every benchmark in one run on synthetic shards (made once, cached in
+# benchmarks/.cache), one table, benchmarks/results/<date>-<host>.json + .png, then the README
+# section regenerated from that JSON. FULL=1 SRC=/data/sa1b SHARDS=0-3: the same on real
+# shards (DST=... on the command line: pack into, or reuse, that store). BENCH_ARGS: more flags
+# for benchmarks/run_all.py (e.g. --only peers,access).
+FULL ?=
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_store.py
-	$(BIN)/python benchmarks/bench_masks.py
-	$(BIN)/python benchmarks/bench_loader.py
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS) $(if $(FULL),--full --src $(SRC) \
+		--shards $(SHARDS) $(if $(filter command line,$(origin DST)),--store $(DST)))
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .ruff_cache

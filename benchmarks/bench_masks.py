@@ -1,17 +1,17 @@
 """What does mask decoding cost, and is the storage choice (COCO strings in counts.bin) right?
 
-Packs synthetic full-size shards (1500 px short side, ~100 masks per image) and measures, side
-by side per sample: full-size decode of all masks (serial and parallel kernel) against
-pycocotools and a memset of the same bytes; k random masks resized to (S, S) and to SAM's
-ResizeLongestSide(L) + pad against pycocotools + PIL; pairwise IoU against pycocotools; and,
-for the storage choice, bytes of strings vs uint32 runs (raw, zstd) and the time that parsing
-the strings adds to each of those workloads. Outputs reuse one buffer; results are checked.
+On the run's packed store (synthetic full-size shards by default: 1500 px short side, ~100
+masks per image), side by side per sample: full-size decode of all masks (serial and parallel
+kernel) against pycocotools and a memset of the same bytes; k random masks resized to (S, S)
+and to SAM's ResizeLongestSide(L) + pad against pycocotools + PIL; pairwise IoU against
+pycocotools; and, for the storage choice, bytes of strings vs uint32 runs (raw, zstd) and the
+time that parsing the strings adds to each of those workloads. Outputs reuse one buffer;
+results are checked.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +19,27 @@ from typing import Any
 
 import numba
 import numpy as np
-from bench_store import coco_to_nhw
+from baselines import coco_pil, coco_pil_padded, coco_to_nhw
 from common import (
+    add_input_args,
+    args_dict,
     environment,
     flat_view,
+    input_description,
     measure_side_by_side,
     p50,
+    packed_store,
     print_header,
     print_table,
-    synth_cached,
+    source_tars,
+    spread,
+    summary_row,
+    work_dir,
     write_results,
 )
-from PIL import Image
 from pycocotools import mask as mask_util
 
-from sa1b_pack import Sample, Store, open_store, pack
+from sa1b_pack import Sample, Store, open_store
 from sa1b_pack import masks as mask_codec
 
 try:
@@ -43,7 +49,6 @@ except ImportError:  # numcodecs comes with zarr (the bench extra); without it, 
 
 HEADERS = ("measure", "p50", "unit", "ratio", "notes")
 KB = 1e3
-NEAREST = Image.Resampling.NEAREST
 Cases = dict[str, Callable[[], Any]]
 
 
@@ -69,13 +74,13 @@ class Item:
         return mask_codec.parse_strings(self.data, self.offsets[sel], self.sizes[sel], *self.hw)
 
 
-def prepare(store: Store, k: int, seed: int) -> list[Item]:
+def prepare(store: Store, count: int, k: int, seed: int) -> list[Item]:
+    """``count`` samples with masks (seeded draw), each with its k random masks."""
+    with_masks = [i for i in range(len(store)) if len(store[i]) > 0]
     rng = np.random.default_rng(seed)
     items = []
-    for i in range(len(store)):
+    for i in (with_masks[j] for j in spread(len(with_masks), count, seed)):
         s = store[i]
-        if len(s) == 0:
-            continue
         part = store.part(store.shards.index(s.shard))
         lo, n = int(part.mask_start[s.local]), len(s)
         offsets, sizes = part.counts_offset[lo : lo + n], part.counts_size[lo : lo + n]
@@ -86,23 +91,6 @@ def prepare(store: Store, k: int, seed: int) -> list[Item]:
         pick_runs = mask_codec.parse_strings(part.counts, offsets[pick], sizes[pick], *hw)
         items.append(Item(s, rles, part.counts, offsets, sizes, pick, runs, pick_runs))
     return items
-
-
-def coco_pil(rles: Sequence[dict[str, Any]], out: np.ndarray, shape: tuple[int, int]) -> None:
-    """The usual way: per mask, pycocotools decode then PIL nearest resize into out[k, :h, :w]
-    (per mask is faster here than one (H, W, k) decode and strided slices)."""
-    h, w = shape
-    for k, rle in enumerate(rles):
-        small = Image.fromarray(mask_util.decode(rle)).resize((w, h), NEAREST)
-        np.copyto(out[k, :h, :w], np.asarray(small))
-
-
-def coco_pil_padded(rles: Sequence[dict[str, Any]], out: np.ndarray, hw: tuple[int, int]) -> None:
-    """SAM's ResizeLongestSide(L) by PIL nearest, then zero padding to (L, L)."""
-    h, w = mask_codec.resize_longest_shape(*hw, out.shape[1])
-    coco_pil(rles, out, (h, w))
-    out[:, h:, :] = 0
-    out[:, :h, w:] = 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,35 +347,38 @@ def time_all(items: Sequence[Item], args: argparse.Namespace) -> dict[str, dict]
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shards", type=int, default=2)
-    p.add_argument("--images", type=int, default=6, help="images per shard")
-    p.add_argument("--rounds", type=int, default=5, help="rounds per sample, median reported")
+    add_input_args(p)
+    p.add_argument("--samples", type=int, default=4, help="samples with masks (seeded draw)")
+    p.add_argument("--rounds", type=int, default=4, help="rounds per sample, median reported")
     p.add_argument("--masks", type=int, default=64, help="random masks per sample (k)")
     p.add_argument("--size", type=int, default=256, help="resized output S x S")
     p.add_argument("--longest", type=int, default=1024, help="ResizeLongestSide L, padded")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", type=Path, default=None, help="synthetic shards cache folder")
-    p.add_argument("--results", type=Path, default=None, help="results folder")
-    p.add_argument("--smoke", "--quick", action="store_true", help="tiny images, for tests")
     args = p.parse_args(argv)
     if args.smoke:
-        args.images, args.rounds, args.masks, args.size, args.longest = 3, 2, 8, 32, 64
+        args.samples, args.rounds, args.masks, args.size, args.longest = 3, 2, 8, 32, 64
     return args
+
+
+def summary(tables: dict[str, list[list[Any]]], rounds: int) -> list[dict[str, Any]]:
+    """The headline rows, in the run's summary schema."""
+    out = []
+    for rows in list(tables.values())[:3]:
+        for measure, value, unit, ratio, note in rows:
+            if measure.startswith(("ours", "memset fill(1)")):
+                out.append(summary_row(measure, value, unit, n=rounds, ratio=ratio,
+                                       dominated=note))  # fmt: skip
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     env = environment()
     env["numba_threads"] = numba.get_num_threads()
-    size = "small synthetic images (smoke)" if args.smoke else "full-size synthetic SA-1B"
-    print_header(f"bench_masks: {args.shards} shards x {args.images} images, {size}", env)
-    tars = synth_cached(
-        args.shards, args.images, small=args.smoke, seed=args.seed, cache=args.cache
-    )
+    tars = source_tars(args)
+    print_header(f"bench_masks: {input_description(args, tars)}", env)
     k, S, L = args.masks, args.size, args.longest
-    with tempfile.TemporaryDirectory(prefix="sa1b-masks-") as tmp:
-        pack(tars[0].parent, Path(tmp), [int(p.stem[3:]) for p in tars], progress=False)
-        items = prepare(open_store(tmp), k, args.seed)
+    with work_dir(args.store) as tmp:
+        items = prepare(open_store(packed_store(args, tars, Path(tmp))), args.samples, k, args.seed)
         sec = time_all(items, args)
         nbytes = storage_bytes(items)
         checks = check_outputs(items, S, L)
@@ -419,8 +410,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"\n## {title}")
         text.append(f"## {title}\n" + print_table(HEADERS, rows))
     pil = {key: v for key, v in checks.items() if key.startswith("pil_")}
-    print(
-        f"\n{n_items} samples, {n_masks} masks; per sample = round total / samples, median of "
+    notes = (
+        f"{n_items} samples, {n_masks} masks; per sample = round total / samples, median of "
         f"{args.rounds} rounds; per sample, our cases + memsets interleaved, "
         "pycocotools and 64 full-size masks each in their own rounds; page cache warm.\n"
         f"checks: full == pycocotools {checks['full_equal']}, parallel == serial "
@@ -432,10 +423,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for name, c in pil.items()
         )
     )
+    print("\n" + notes)
     print(f"allocator: {env['allocator']}  numba threads: {env['numba_threads']}")
     result = {
         "environment": env,
-        "args": {key: str(v) if isinstance(v, Path) else v for key, v in vars(args).items()},
+        "args": args_dict(args),
+        "summary": summary(tables, args.rounds),
+        "notes": [notes],
         "tables": {
             title: [dict(zip(HEADERS, r, strict=True)) for r in rows]
             for title, rows in tables.items()

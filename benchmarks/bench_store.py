@@ -1,108 +1,47 @@
-"""`make bench`: what the packed store buys over reading SA-1B the usual way, in one run.
+"""What does the store buy over reading a full-resolution sample the usual way?
 
-Packs synthetic full-size shards (1500 px short side, ~100 masks per image), then measures side
-by side: packing speed, metadata access, mask decoding against pycocotools and against a
-memset of the same bytes, and a whole sample against the usual reader over extracted files
-(PIL + json + pycocotools). Every ratio comes from rounds that interleave both sides.
+On the run's packed store and source shards, side by side: metadata access, all masks of a
+sample decoded to (N, H, W) against pycocotools and against a memset of the same bytes, and a
+whole sample (image + all masks) against the usual reader over extracted files (PIL + json +
+pycocotools). Every ratio comes from rounds that interleave both sides. Packing speed and
+sizes: pack_rate.py; the training recipe: bench_loader.py and peers.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tarfile
-import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from baselines import SourceSample, baseline_read, coco_to_nhw, extract, read_source
 from common import (
+    add_input_args,
+    args_dict,
     environment,
     flat_view,
+    input_description,
     measure_side_by_side,
     p50,
     p95,
+    packed_store,
     print_header,
     print_table,
-    synth_cached,
+    source_tars,
+    spread,
+    summary_row,
+    work_dir,
     write_results,
 )
 from PIL import Image
 from pycocotools import mask as mask_util
 
-from sa1b_pack import Store, open_store, pack
+from sa1b_pack import Store, open_store
 
 HEADERS = ("measure", "p50", "unit", "p95", "ratio", "n", "dominated by / notes")
-MB = 1e6
-
-
-@dataclass
-class SourceSample:
-    """One image of a source shard, as its tar members hold it."""
-
-    image_id: int
-    jpeg: bytes
-    json: bytes
-
-    def record(self) -> dict[str, Any]:
-        return json.loads(self.json)
-
-    def rles(self) -> list[dict[str, Any]]:
-        """The annotations' RLE dicts as json.load gives them (counts are str)."""
-        return [a["segmentation"] for a in self.record()["annotations"]]
-
-
-def read_source(tars: Sequence[Path]) -> dict[int, SourceSample]:
-    """Every image of the shards by image id, paired by basename (members are shuffled)."""
-    found: dict[int, dict[str, bytes]] = {}
-    for tar_path in tars:
-        with tarfile.open(tar_path, "r:*") as tar:
-            for info in tar:
-                stem, _, ext = info.name.rsplit("/", 1)[-1].partition(".")
-                if info.isfile() and stem.startswith("sa_") and ext in ("jpg", "json"):
-                    reader = tar.extractfile(info)
-                    assert reader is not None
-                    found.setdefault(int(stem[3:]), {})[ext] = reader.read()
-    return {k: SourceSample(k, v["jpg"], v["json"]) for k, v in found.items() if len(v) == 2}
-
-
-def extract(source: dict[int, SourceSample], folder: Path) -> dict[int, tuple[Path, Path]]:
-    """Write each sample's members as files, as a user who untars a shard has them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for image_id, sample in source.items():
-        jpg, js = folder / f"sa_{image_id}.jpg", folder / f"sa_{image_id}.json"
-        jpg.write_bytes(sample.jpeg)
-        js.write_bytes(sample.json)
-        files[image_id] = (jpg, js)
-    return files
-
-
-def baseline_read(jpg: Path, js: Path, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The usual reader: PIL + json.load + pycocotools, masks copied to (N, H, W) if ``out``."""
-    with Image.open(jpg) as im:
-        image = np.asarray(im.convert("RGB"))
-    with open(js, "rb") as f:
-        record = json.load(f)
-    rles = [a["segmentation"] for a in record["annotations"]]
-    h, w = record["image"]["height"], record["image"]["width"]
-    # pycocotools returns a garbage shape for an empty list, so an image without masks is special.
-    masks = mask_util.decode(rles) if rles else np.zeros((h, w, 0), np.uint8)
-    if out is None:
-        return image, masks
-    np.copyto(out, masks.transpose(2, 0, 1))
-    return image, out
-
-
-def coco_to_nhw(rles: list[dict[str, Any]], out: np.ndarray) -> np.ndarray:
-    """pycocotools decode, then the (N, H, W) C-contiguous copy our reader gives directly."""
-    np.copyto(out, mask_util.decode(rles).transpose(2, 0, 1))
-    return out
 
 
 def mask_bytes(sample: Any) -> int:
@@ -119,49 +58,6 @@ def reused_buffer(store: Store, indices: Sequence[int]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Measurements (shared with demo_readback.py)
-
-
-def linked_shards(tars: Sequence[Path], copies: int, folder: Path) -> list[Path]:
-    """``copies`` x the shards under new indices (hard links), for a pack run long enough to
-    time: a 6-image shard packs in ~15 ms, too close to joblib's dispatch cost."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k in range(copies * len(tars)):
-        path = folder / f"sa_{k:06d}.tar"
-        if not path.exists():
-            try:
-                os.link(tars[k % len(tars)], path)
-            except OSError:
-                shutil.copyfile(tars[k % len(tars)], path)
-        out.append(path)
-    return out
-
-
-def bench_pack(tars: Sequence[Path], workdir: Path, repeats: int) -> dict[str, Any]:
-    """pack(jobs=1) vs pack(jobs=2) into fresh stores, interleaved; stores deleted afterwards."""
-    src, shards = tars[0].parent, [int(p.stem[3:]) for p in tars]
-    made: list[Path] = []
-
-    def run(jobs: int) -> Callable[[], None]:
-        def go() -> None:
-            dst = workdir / f"pack-j{jobs}-{len(made)}"
-            made.append(dst)
-            report = pack(src, dst, shards, jobs=jobs, progress=False)
-            assert report.ok and not report.skipped_existing, report
-
-        return go
-
-    # Two warm-up rounds: the first starts the loky workers, the second lets them settle.
-    times = measure_side_by_side({"jobs=1": run(1), "jobs=2": run(2)}, repeats, warmup=2)
-    images = len(open_store(made[0]))
-    for path in made:
-        shutil.rmtree(path, ignore_errors=True)
-    return {
-        "times": times,
-        "shards": len(tars),
-        "images": images,
-        "source_bytes": sum(p.stat().st_size for p in tars),
-    }
 
 
 def bench_metadata(store: Store, repeats: int, seed: int = 0) -> list[float]:
@@ -285,21 +181,6 @@ def _rate(count: float, seconds: Sequence[float]) -> float:
     return count / p50(seconds)
 
 
-def pack_rows(res: dict[str, Any]) -> list[list[Any]]:
-    times = res["times"]
-    speedup = p50(times["jobs=1"]) / p50(times["jobs=2"])
-    notes = {
-        "jobs=1": "Python per-field JSON validation (annotation.py), then sha256 + fsync",
-        "jobs=2": "one shard per warm loky worker; 2 cores, so at most 2x",
-    }
-    return [
-        [f"pack {name}", res["images"] / p50(t), "images/s", "-",
-         f"{speedup:.2f}x jobs=1" if name == "jobs=2" else "ref", len(t),
-         f"{res['source_bytes'] / MB / p50(t):.0f} MB/s of tar; {notes[name]}"]
-        for name, t in times.items()
-    ]  # fmt: skip
-
-
 def metadata_rows(times: Sequence[float]) -> list[list[Any]]:
     us = [t * 1e6 for t in times]
     return [
@@ -351,71 +232,46 @@ def full_rows(res: dict[str, list[float]]) -> list[list[Any]]:
     ]  # fmt: skip
 
 
-def size_rows(store: Store, source: dict[int, SourceSample]) -> list[list[Any]]:
-    info = store.info()
-    parts = [store.part(p) for p in range(len(store.shards))]
-    jpeg_bin = sum(p.jpeg.nbytes for p in parts)
-    counts_bin = sum(p.counts.nbytes for p in parts)
-    src_json = sum(len(s.json) for s in source.values())
-    counts = sum(len(r["counts"]) for s in source.values() for r in s.rles())
-    tables = info["store_bytes"] - jpeg_bin - counts_bin
-    ratio = info["store_bytes"] / info["source_bytes"]
-    return [
-        ["store bytes / source tar bytes", ratio, "ratio", "-", "", 1,
-         f"{info['store_bytes'] / MB:.1f} MB / {info['source_bytes'] / MB:.1f} MB"],
-        ["  jpeg.bin / source JPEG members", jpeg_bin / sum(len(s.jpeg) for s in source.values()),
-         "ratio", "-", "", 1, "JPEG bytes kept as-is"],
-        ["  counts.bin / source RLE strings", counts_bin / counts, "ratio", "-", "", 1,
-         f"COCO strings kept as-is ({counts_bin / MB:.1f} MB vs {counts / MB:.1f} MB); "
-         "uint32 runs: see bench_masks.py"],
-        ["  tables / source JSON", tables / src_json, "ratio", "-", "", 1,
-         f"Arrow IPC (mapped) + Parquet of every field ({tables / MB:.2f} MB vs "
-         f"{src_json / MB:.2f} MB)"],
-    ]  # fmt: skip
-
-
 # ---------------------------------------------------------------------------------------------
+
+
+def summary(rows: list[list[Any]]) -> list[dict[str, Any]]:
+    """The headline rows, in the run's summary schema."""
+    out = []
+    for measure, value, unit, p95_, ratio, n, note in rows:
+        keep = ("store[i]", "masks() ours, out= reused", "pycocotools decode -> (N,H,W)",
+                "memset fill(1)", "sample: image()", "baseline: PIL+json")  # fmt: skip
+        if measure.startswith(keep):
+            p95_value = p95_ if isinstance(p95_, float) else float("nan")
+            out.append(summary_row(measure, value, unit, n=n, p95=p95_value, ratio=ratio,
+                                   dominated=note))  # fmt: skip
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--shards", type=int, default=2)
-    p.add_argument("--images", type=int, default=6, help="images per shard")
-    p.add_argument("--rounds", type=int, default=4, help="rounds of the masks/sample benches")
-    p.add_argument("--pack-repeats", type=int, default=5)
-    p.add_argument("--pack-copies", type=int, default=4, help="pack each shard this many times")
+    add_input_args(p)
+    p.add_argument("--samples", type=int, default=4, help="samples with masks (seeded draw)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the masks/sample benches")
     p.add_argument("--meta-repeats", type=int, default=3000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache", type=Path, default=None, help="synthetic shards cache folder")
-    p.add_argument("--results", type=Path, default=None, help="results folder")
-    p.add_argument("--smoke", "--quick", action="store_true", help="tiny images, for tests")
     args = p.parse_args(argv)
     if args.smoke:
-        args.images, args.rounds, args.pack_repeats, args.meta_repeats = 3, 2, 1, 200
-        args.pack_copies = 1
+        args.samples, args.rounds, args.meta_repeats = 3, 2, 200
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     env = environment()
-    size = "small synthetic images (smoke)" if args.smoke else "full-size synthetic SA-1B"
-    print_header(f"bench_store: {args.shards} shards x {args.images} images, {size}", env)
-    tars = synth_cached(
-        args.shards, args.images, small=args.smoke, seed=args.seed, cache=args.cache
-    )
-    with tempfile.TemporaryDirectory(prefix="sa1b-bench-") as tmp:
+    tars = source_tars(args)
+    print_header(f"bench_store: {input_description(args, tars)}", env)
+    with work_dir(args.store) as tmp:
         work = Path(tmp)
-        # Packing first: freeing big arrays costs this VM CPU for a while after (pages go back
-        # to the host), which would land on the pack workers.
-        print("packing ...", flush=True)
-        linked = linked_shards(tars, args.pack_copies, work / "linked")
-        pack_res = bench_pack(linked, work, args.pack_repeats)
-        source = read_source(tars)
+        store = open_store(packed_store(args, tars, work))
+        with_masks = [i for i in range(len(store)) if len(store[i]) > 0]
+        indices = [with_masks[j] for j in spread(len(with_masks), args.samples, args.seed)]
+        source = read_source(tars, {store[i].image_id for i in indices})
         files = extract(source, work / "extracted")
-        pack(tars[0].parent, work / "store", [int(p.stem[3:]) for p in tars], progress=False)
-        store = open_store(work / "store")
-        indices = [i for i in range(len(store)) if len(store[i]) > 0]
         warm_up(store, source, indices[0])
         buffer = reused_buffer(store, indices)
         print("metadata ...", flush=True)
@@ -423,37 +279,29 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print("masks ...", flush=True)
         masks_res = bench_masks(store, source, indices, args.rounds, buffer)
         print("full samples ...", flush=True)
-        full_res = bench_full(store, files, range(len(store)), args.rounds, buffer)
+        full_res = bench_full(store, files, indices, args.rounds, buffer)
         check = check_outputs(store, files, indices[0])
-        rows = (
-            pack_rows(pack_res)
-            + metadata_rows(meta)
-            + masks_rows(masks_res)
-            + full_rows(full_res)
-            + size_rows(store, source)
-        )
-        n_images, n_masks = len(store), store.num_masks
+        rows = metadata_rows(meta) + masks_rows(masks_res) + full_rows(full_res)
         del store, buffer
     print()
     table = print_table(HEADERS, rows)
-    print(
-        f"\n{n_images} images, {n_masks} masks; page cache warm for every reader; "
-        f"outputs checked on image {check['image_id']}: masks equal={check['masks_equal']}, "
-        f"image max |PIL - simplejpeg| = {check['image_max_abs_diff']}"
-    )
-    print(
-        f"pack: {pack_res['shards']} shards ({args.pack_copies} hard-linked copies of each "
-        f"source shard), median of {args.pack_repeats}; masks: totals over "
-        f"{masks_res['samples']} samples per round, median of {args.rounds} rounds; "
-        f"sample: p50/p95 over samples x rounds"
-    )
+    notes = [
+        f"{len(indices)} samples with masks, {masks_res['masks']} masks; page cache warm for "
+        f"every reader; outputs checked on image {check['image_id']}: masks equal="
+        f"{check['masks_equal']}, image max |PIL - simplejpeg| = {check['image_max_abs_diff']}. "
+        f"Masks: totals over the samples per round, median of {args.rounds} rounds; sample: "
+        "p50/p95 over samples x rounds."
+    ]
+    print("\n" + notes[0])
     print(f"allocator: {env['allocator']}")
     result = {
         "environment": env,
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": args_dict(args),
         "rows": [dict(zip(HEADERS, r, strict=True)) for r in rows],
+        "summary": summary(rows),
+        "notes": notes,
         "check": check,
-        "raw": {"pack": pack_res, "metadata_s": meta, "masks": masks_res, "full_s": full_res},
+        "raw": {"metadata_s": meta, "masks": masks_res, "full_s": full_res},
         "table": table,
     }
     path = write_results("bench_store-smoke" if args.smoke else "bench_store", result, args.results)

@@ -18,17 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from baselines import SourceSample, extract, read_source
 from bench_store import (
     HEADERS,
-    SourceSample,
     bench_full,
     bench_masks,
     bench_metadata,
-    extract,
     full_rows,
     masks_rows,
     metadata_rows,
-    read_source,
     reused_buffer,
     warm_up,
 )

@@ -21,7 +21,7 @@ import simplejpeg
 
 from . import masks as mask_codec
 from .manifest import StoreError, read_manifest
-from .mapped import Part
+from .mapped import Part, prefetch
 from .remote import RemotePart, is_remote
 from .spanner import Spanner
 
@@ -65,7 +65,9 @@ class Sample:
     def jpeg(self) -> memoryview:
         """The JPEG member's bytes, unmodified (a read-only view into the payload)."""
         start = int(self._part.jpeg_offset[self.local])
-        return memoryview(self._part.jpeg[start : start + int(self._part.jpeg_size[self.local])])
+        size = int(self._part.jpeg_size[self.local])
+        prefetch(self._part.jpeg, start, size)
+        return memoryview(self._part.jpeg[start : start + size])
 
     @property
     def resized_jpeg(self) -> memoryview | None:
@@ -74,6 +76,7 @@ class Sample:
         if size == 0:
             return None
         start = int(self._part.resized_offset[self.local])
+        prefetch(self._part.resized, start, size)
         return memoryview(self._part.resized[start : start + size])
 
     def image(self) -> np.ndarray:

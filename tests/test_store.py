@@ -295,3 +295,12 @@ def test_mask_iou_and_containment_equal_pycocotools(store: Store, source_images)
             np.testing.assert_array_equal(s.mask_iou([1, 0]), s.mask_iou()[[1, 0]][:, [1, 0]])
         checked += 1
     assert checked > 0
+
+
+def test_prefetch_accepts_any_range_and_plain_arrays(packed_dir: Path) -> None:
+    from sa1b_pack.mapped import prefetch
+
+    part = open_store(packed_dir).part(0)
+    for start, size in ((0, 1), (1, 4095), (4097, 10), (len(part.jpeg) - 3, 3), (5, 0)):
+        prefetch(part.jpeg, start, size)  # unaligned starts are rounded down to a page
+    prefetch(np.zeros(10, np.uint8), 0, 10)  # not a memory map: nothing to advise

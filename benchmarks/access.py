@@ -38,7 +38,7 @@ from common import (
 )
 
 from sa1b_pack import Store, open_store
-from sa1b_pack.training import Recipe, training_sample
+from sa1b_pack.train.recipe import Recipe, training_sample
 
 Op = Callable[[int], Any]
 

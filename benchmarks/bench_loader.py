@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from sa1b_pack import pack
 from sa1b_pack.torch import SA1BDataset, collate
-from sa1b_pack.training import choose_masks, decode_image, training_sample
+from sa1b_pack.train.recipe import choose_masks, decode_image, training_sample
 
 HEADERS = ("measure", "p50", "unit", "ratio", "n", "dominated by / notes")
 MB = 1e6

@@ -40,7 +40,7 @@ from common import (
 from pycocotools import mask as mask_util
 
 from sa1b_pack import Sample, Store, open_store
-from sa1b_pack import masks as mask_codec
+from sa1b_pack.codec import rle as mask_codec
 
 try:
     from numcodecs import Zstd

@@ -278,7 +278,7 @@ def synth_cached(
     Full-size shards cost ~0.3 s per image to make, so they are kept; the key includes a hash
     of synth.py so that a change to the generator never serves stale shards.
     """
-    from sa1b_pack import synth
+    from sa1b_pack.testing import synth
 
     indices = list(range(shards)) if isinstance(shards, int) else [int(i) for i in shards]
     code = sorted(Path(synth.__file__).parent.glob("synth*.py"))  # synth.py, synth_image.py
@@ -317,7 +317,7 @@ def add_input_args(p: argparse.ArgumentParser, images: int = 24) -> None:
 
 def source_tars(args: argparse.Namespace) -> list[Path]:
     """The shards every measurement of a run reads: real ones from --src, else synthetic."""
-    from sa1b_pack.shards import find_shards, parse_shards
+    from sa1b_pack.source.shards import find_shards, parse_shards
 
     indices = parse_shards(str(args.shards))
     if args.src is not None:

@@ -37,7 +37,7 @@ from common import (
 from zarr.codecs import BloscCodec
 
 from sa1b_pack import open_store
-from sa1b_pack.format import COUNTS_PAYLOAD, JPEG_PAYLOAD, PARTS_DIR
+from sa1b_pack.store.format import COUNTS_PAYLOAD, JPEG_PAYLOAD, PARTS_DIR
 
 CHUNKS = (64 * 1024, 1024 * 1024)  # elements
 HEADERS = (

@@ -49,7 +49,7 @@ from peer_datasets import (
 )
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
-from sa1b_pack.images import decode_image
+from sa1b_pack.codec.jpeg import decode_image
 from sa1b_pack.torch import SA1BDataset
 from sa1b_pack.torch import collate as ours_collate
 

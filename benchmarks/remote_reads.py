@@ -55,7 +55,7 @@ def start_s3() -> tuple[Any, str]:
 
 def per_sample(store: Any, action: Any, indices: list[int]) -> tuple[list[float], float, float]:
     """(seconds per sample, requests per sample, kB per sample) of ``action(store[i])``."""
-    from sa1b_pack import remote
+    from sa1b_pack.store import remote
 
     times = []
     before = (remote.STATS.requests, remote.STATS.bytes)

@@ -1,19 +1,37 @@
-"""sa1b_pack: pack SA-1B tar shards into a Parquet + memmap store and read any sample fast."""
+"""sa1b_pack: pack SA-1B tar shards into a Parquet + memmap store and read any sample fast.
 
-from .format import FORMAT_VERSION
-from .manifest import StoreError
-from .pack import PackReport, pack
-from .shards import ShardError, parse_shards
-from .store import Sample, Store, open_store
+Names are loaded on first use (PEP 562), so ``import sa1b_pack`` and the light commands
+(``sa1b-pack --help``, ``info``, ``errors``, ``fetch``) do not import numba, pyarrow or cv2.
+"""
 
-__all__ = [
-    "FORMAT_VERSION",
-    "PackReport",
-    "Sample",
-    "ShardError",
-    "Store",
-    "StoreError",
-    "open_store",
-    "pack",
-    "parse_shards",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOME = {
+    "FORMAT_VERSION": "store.format",
+    "PackReport": "store.packer",
+    "Packer": "store.packer",
+    "Sample": "store.reader",
+    "ShardError": "source.shards",
+    "Store": "store.reader",
+    "StoreError": "store.manifest",
+    "open_store": "store.reader",
+    "pack": "store.packer",
+    "parse_shards": "source.shards",
+    "verify": "store.verify",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'sa1b_pack' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

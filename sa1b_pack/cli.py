@@ -6,12 +6,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .manifest import StoreError
-from .shards import ShardError, available_shards, parse_shards
+from .source.shards import ShardError, available_shards, parse_shards
+from .store.manifest import StoreError
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from .pack import pack
+    from .store.packer import pack
 
     shards = parse_shards(args.shards) if args.shards else available_shards(args.src)
     if not shards:
@@ -40,7 +40,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .fetch import DiskSpaceError, Http, fetch, read_links
+    from .fetch.run import DiskSpaceError, Http, fetch, read_links
 
     shards = parse_shards(args.shards) if args.shards else sorted(read_links(args.links))
     try:
@@ -72,7 +72,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .synth import synth_shards
+    from .testing.synth import synth_shards
 
     paths = synth_shards(
         args.out,
@@ -90,7 +90,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .store import open_store
+    from .store.reader import open_store
 
     info = open_store(args.dst).info()
     width = max(len(k) for k in info)
@@ -102,7 +102,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     from .render import save_sample_png
-    from .store import open_store
+    from .store.reader import open_store
 
     store = open_store(args.dst)
     try:
@@ -114,7 +114,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_errors(args: argparse.Namespace) -> int:
-    from .store import open_store
+    from .store.reader import open_store
 
     rows = open_store(args.dst).errors()
     for row in rows:
@@ -124,7 +124,7 @@ def _cmd_errors(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from .store.verify import verify
 
     problems = verify(
         args.dst, source=args.source, sample=args.sample, jobs=args.jobs, progress=not args.quiet

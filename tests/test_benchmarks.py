@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sa1b_pack import pack, synth
+from sa1b_pack import pack
+from sa1b_pack.testing import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"

@@ -1,0 +1,1 @@
+"""Download SA-1B from Meta's links file, resumably, packing shards as they land."""

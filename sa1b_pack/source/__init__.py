@@ -1,0 +1,1 @@
+"""Tar shard -> samples: shard names and member streams; annotation JSON <-> typed columns."""

@@ -1,0 +1,235 @@
+"""One shard -> one complete part folder, written in a temp folder and renamed into place.
+
+Members are paired by key across the whole shard: JPEG bytes and mask strings go to the payload
+files the moment their member is read, and only small per-image records stay in memory until
+the end, when the tables are written in image-id order. The caller commits the part by
+listing it in the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simplejpeg
+
+from ..codec.jpeg import encode_jpeg, resize_longest
+from ..source.annotation import AnnotationError, parse_annotation_json
+from ..source.shards import Member, ShardError, iter_members, shard_name, source_size
+from .faults import crash_point
+from .format import (
+    ANNOTATIONS_ARROW,
+    ANNOTATIONS_PARQUET,
+    COUNTS_PAYLOAD,
+    IMAGES_ARROW,
+    IMAGES_PARQUET,
+    JPEG_PAYLOAD,
+    PART_FILES,
+    PARTS_DIR,
+    RESIZED_PAYLOAD,
+)
+from .manifest import file_digest, fsync_dir
+from .tables import JpegRecord, JsonRecord, build_tables, write_table
+
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass
+class PartResult:
+    """A written (not yet committed) part: its manifest entry and what was left out."""
+
+    entry: dict[str, Any]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (member, reason)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # bad samples left out
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the header; ValueError if unreadable or cut short (no EOI marker)."""
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError as exc:
+        raise ValueError(f"not a readable JPEG: {exc}") from None
+    if data[-2:] != b"\xff\xd9":
+        raise ValueError("JPEG ends without its end-of-image marker (cut short?)")
+    return width, height
+
+
+class _PayloadFile:
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb")  # closed in close()
+        self.size = 0
+
+    def append(self, data: bytes) -> int:
+        offset = self.size
+        self.file.write(data)
+        self.size += len(data)
+        return offset
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+def write_part(
+    tar_path: str | os.PathLike,
+    index: int,
+    dst: str | os.PathLike,
+    progress: Callable[[int], None] | None = None,
+    image_longest: int | None = None,
+    on_error: str = "fail",
+) -> PartResult:
+    """Pack shard ``index`` into ``dst/parts/sa_NNNNNN``; ShardError (nothing left) if bad.
+
+    ``image_longest`` also stores each image resized to that longest side (SAM's shape),
+    re-encoded at RESIZED_QUALITY, for training stores that never need the full size.
+    ``on_error``: "fail" raises ShardError at the first bad sample; "skip" leaves bad samples
+    out and lists them in the entry's ``errors``. A broken tar fails the shard either way.
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    name = shard_name(index)
+    parts = Path(dst) / PARTS_DIR
+    parts.mkdir(parents=True, exist_ok=True)
+    tmp = parts / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        result = _fill_part(os.fspath(tar_path), name, tmp, progress, image_longest, on_error)
+        final = parts / name
+        if final.exists():  # an uncommitted leftover of a killed run: never listed, safe to drop
+            shutil.rmtree(final)
+        fsync_dir(tmp)
+        crash_point("part-written")
+        os.rename(tmp, final)
+        fsync_dir(parts)
+        crash_point("part-renamed")
+        return result
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class _Shard:
+    """What one pass over a shard collects; bad samples go to the error policy, not to except."""
+
+    def __init__(self, shard: str, tmp: Path, on_error: str, image_longest: int | None) -> None:
+        self.shard, self.on_error, self.image_longest = shard, on_error, image_longest
+        self.jpeg_file = _PayloadFile(tmp / JPEG_PAYLOAD)
+        self.counts_file = _PayloadFile(tmp / COUNTS_PAYLOAD)
+        self.resized_file = _PayloadFile(tmp / RESIZED_PAYLOAD)
+        self.jpegs: dict[str, JpegRecord] = {}
+        self.jsons: dict[str, JsonRecord] = {}
+        self.skipped: list[tuple[str, str]] = []  # strays and unpaired members
+        self.errors: list[tuple[str, str]] = []  # bad samples left out (on_error="skip")
+        self.poisoned: set[str] = set()  # keys with a bad or duplicate member
+
+    def bad(self, member: str, reason: str, key: str | None = None) -> None:
+        """A bad sample: fail the shard, or record it and leave the sample out."""
+        if self.on_error == "fail":
+            raise ShardError(self.shard, member, reason)
+        self.errors.append((member, reason))
+        if key is not None:
+            self.poisoned.add(key)
+
+    def add(self, member: Member) -> None:
+        if member.kind is None:
+            self.skipped.append((member.name, member.reason or "stray member"))
+            return
+        assert member.key is not None and member.data is not None
+        seen = self.jpegs if member.kind == "jpg" else self.jsons
+        if member.key in seen:
+            self.bad(member.name, f"duplicate member (also {seen[member.key].member})", member.key)
+            return
+        try:
+            if member.kind == "jpg":
+                self.jpegs[member.key] = self._jpeg(member.name, member.data)
+            else:
+                self.jsons[member.key] = self._json(member.key, member.name, member.data)
+        except (ValueError, OverflowError) as exc:
+            self.bad(member.name, str(exc), member.key)
+
+    def _jpeg(self, name: str, data: bytes) -> JpegRecord:
+        width, height = _jpeg_size(data)
+        small = b""
+        if self.image_longest:
+            pixels = resize_longest(data, height, width, self.image_longest)
+            small = encode_jpeg(pixels)
+        jpeg = JpegRecord(name, self.jpeg_file.append(data), len(data), width, height)
+        if small:
+            where = self.resized_file.append(small)
+            jpeg.resized = (where, len(small), pixels.shape[1], pixels.shape[0])
+        return jpeg
+
+    def _json(self, key: str, name: str, data: bytes) -> JsonRecord:
+        ann = parse_annotation_json(data)
+        if f"sa_{ann.image_id}" != key:
+            raise AnnotationError(f"image.image_id {ann.image_id} does not match the member name")
+        offsets = np.array([self.counts_file.append(c) for c in ann.counts], np.uint64)
+        return JsonRecord(name, ann, offsets)
+
+    def close(self) -> None:
+        for payload in (self.jpeg_file, self.counts_file, self.resized_file):
+            payload.close()
+
+    def samples(self) -> list[str]:
+        """Keys of complete, consistent samples in image-id order; the rest reported."""
+        jpegs, jsons = self.jpegs, self.jsons
+        for key in sorted(jpegs.keys() - jsons.keys() - self.poisoned):
+            self.skipped.append((jpegs[key].member, "JPEG without its JSON"))
+        for key in sorted(jsons.keys() - jpegs.keys() - self.poisoned):
+            self.skipped.append((jsons[key].member, "JSON without its JPEG"))
+        order = []
+        for key in sorted(jpegs.keys() & jsons.keys() - self.poisoned):
+            jpeg, ann = jpegs[key], jsons[key].ann
+            if (jpeg.width, jpeg.height) != (ann.width, ann.height):
+                self.bad(
+                    jsons[key].member,
+                    f"image size {ann.width}x{ann.height} (w x h) disagrees with the JPEG "
+                    f"header {jpeg.width}x{jpeg.height} of {jpeg.member}",
+                )
+                continue
+            order.append(key)
+        return sorted(order, key=lambda k: jsons[k].ann.image_id)
+
+
+def _fill_part(
+    tar_path: str,
+    name: str,
+    tmp: Path,
+    progress: Callable[[int], None] | None,
+    image_longest: int | None,
+    on_error: str,
+) -> PartResult:
+    shard = tar_path.rstrip("/").rsplit("/", 1)[-1]
+    collected = _Shard(shard, tmp, on_error, image_longest)
+    try:
+        for member in iter_members(tar_path, shard):
+            crash_point("member")
+            collected.add(member)
+            if progress and member.kind == "json":
+                progress(1)
+    finally:
+        collected.close()
+    order = collected.samples()
+    images, annotations = build_tables(order, collected.jpegs, collected.jsons)
+    write_table(images, tmp / IMAGES_PARQUET, tmp / IMAGES_ARROW)
+    write_table(annotations, tmp / ANNOTATIONS_PARQUET, tmp / ANNOTATIONS_ARROW)
+    entry = {
+        "index": int(name[3:]),
+        "source": {"file": shard, "bytes": source_size(tar_path)},
+        "images": images.num_rows,
+        "masks": annotations.num_rows,
+        "jpeg_bytes": collected.jpeg_file.size,
+        "counts_bytes": collected.counts_file.size,
+        "resized_bytes": collected.resized_file.size,
+        "skipped_members": [list(s) for s in collected.skipped],
+        "errors": [list(e) for e in collected.errors],
+        "files": {f: file_digest(tmp / f) for f in PART_FILES},
+    }
+    return PartResult(entry, collected.skipped, collected.errors)

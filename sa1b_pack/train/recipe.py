@@ -1,0 +1,145 @@
+"""The SAM training recipe over a store, in numpy: filters, mask sampling, image/box/point resize.
+
+Kept free of torch so it can be tested and used alone; ``sa1b_pack.torch`` wraps it. Quality
+and area filters run on the per-mask columns (memory-mapped Arrow) before anything is decoded,
+and only the sampled masks are decoded, straight to the size training needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..codec.jpeg import decode_image, decode_resized
+from ..codec.rle import resize_longest_shape
+from ..store.reader import Store
+
+SAMPLING = ("random", "largest", "all")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one training sample is: image and mask sizes, filters, and how masks are chosen.
+
+    ``mask_sampling``: "random" draws up to ``max_masks`` of the passing masks without
+    replacement, "largest" keeps the ``max_masks`` largest by area, "all" keeps every passing
+    mask (``max_masks`` ignored). Draws depend only on (seed, epoch, index).
+    """
+
+    image_size: int = 1024
+    mask_size: int = 256
+    max_masks: int = 64
+    min_predicted_iou: float = 0.0
+    min_stability_score: float = 0.0
+    min_area: int = 0
+    mask_sampling: str = "random"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mask_sampling not in SAMPLING:
+            raise ValueError(f"mask_sampling must be one of {SAMPLING}, got {self.mask_sampling!r}")
+        if self.image_size < 1 or self.mask_size < 1 or self.max_masks < 1:
+            raise ValueError("image_size, mask_size and max_masks must be positive")
+
+    def passing(
+        self, predicted_iou: np.ndarray, stability_score: np.ndarray, area: np.ndarray
+    ) -> np.ndarray:
+        """Which masks pass the quality and area filters (boolean, one per mask)."""
+        return (
+            (predicted_iou >= self.min_predicted_iou)
+            & (stability_score >= self.min_stability_score)
+            & (area >= self.min_area)
+        )
+
+
+def eligible_images(store: Store, recipe: Recipe) -> np.ndarray:
+    """Global indices of the images with at least one mask passing the filters (int64).
+
+    Images left with no mask are skipped here, at index time, so ``len`` is honest.
+    """
+    chosen = []
+    offset = 0
+    for p in range(len(store.shards)):
+        part = store.part(p)
+        ok = recipe.passing(part.predicted_iou, part.stability_score, part.area)
+        running = np.concatenate([[0], np.cumsum(ok, dtype=np.int64)])
+        start = part.mask_start.astype(np.int64)
+        passing = running[start + part.mask_count] - running[start]
+        chosen.append(offset + np.flatnonzero(passing > 0))
+        offset += len(part.image_id)
+    return np.concatenate(chosen) if chosen else np.empty(0, np.int64)
+
+
+def choose_masks(
+    passing: np.ndarray, area: np.ndarray, recipe: Recipe, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices (into the image's masks) of the masks to train on, given the passing ones."""
+    candidates = np.flatnonzero(passing)
+    if recipe.mask_sampling == "all" or len(candidates) <= recipe.max_masks:
+        if recipe.mask_sampling == "random":
+            return rng.permutation(candidates)
+        return candidates
+    if recipe.mask_sampling == "random":
+        return rng.choice(candidates, size=recipe.max_masks, replace=False)
+    order = np.argsort(-area[candidates], kind="stable")  # largest first, ties in source order
+    return candidates[order[: recipe.max_masks]]
+
+
+def _first_points(point_coords: np.ndarray | list[np.ndarray], chosen: np.ndarray) -> np.ndarray:
+    """(K, 2) first prompt point of each chosen mask (SA-1B has one each); NaN if it has none."""
+    if isinstance(point_coords, np.ndarray) and point_coords.shape[1] > 0:
+        return point_coords[chosen, 0]
+    points = np.full((len(chosen), 2), np.nan)
+    for k, j in enumerate(chosen):
+        if len(point_coords[j]):
+            points[k] = point_coords[j][0]
+    return points
+
+
+def training_sample(
+    store: Store, index: int, recipe: Recipe, epoch: int = 0, key: int | None = None
+) -> dict[str, Any]:
+    """One sample as numpy arrays: image (S, S, 3) uint8, masks (K, m, m) bool, boxes, points.
+
+    ``key`` (default ``index``) seeds the mask draw with (seed, epoch, key). Boxes are XYXY and
+    points XY, both in the resized (unpadded) image frame; masks are aligned with the padded
+    image (SAM's low-res masks: mask pixel (y, x) covers image pixels scaled by S / m).
+    """
+    s = store[index]
+    rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key))
+    passing = recipe.passing(s.predicted_iou, s.stability_score, s.area)
+    chosen = choose_masks(passing, s.area, recipe, rng)
+    image = np.empty((recipe.image_size, recipe.image_size, 3), np.uint8)
+    h, w = resize_longest_shape(s.height, s.width, recipe.image_size)
+    if store.image_longest == recipe.image_size:  # the store holds this exact resize
+        decode_resized(s.resized_jpeg, recipe.image_size, image)
+    else:
+        decode_image(s.jpeg, s.height, s.width, recipe.image_size, image)
+    sx, sy = w / s.width, h / s.height
+    bbox = s.bbox[chosen]
+    boxes = np.stack(
+        [
+            bbox[:, 0] * sx,
+            bbox[:, 1] * sy,
+            (bbox[:, 0] + bbox[:, 2]) * sx,
+            (bbox[:, 1] + bbox[:, 3]) * sy,
+        ],
+        axis=1,
+    )
+    points = _first_points(s.point_coords, chosen) * np.array([sx, sy])
+    masks = np.empty((len(chosen), recipe.mask_size, recipe.mask_size), bool)
+    s.masks(chosen, longest=recipe.mask_size, pad=True, out=masks)
+    return {
+        "image": image,
+        "masks": masks,
+        "boxes": boxes,
+        "points": points,
+        "predicted_iou": s.predicted_iou[chosen].copy(),
+        "stability_score": s.stability_score[chosen].copy(),
+        "mask_ids": s.ids[chosen].copy(),
+        "image_id": s.image_id,
+        "orig_size": (s.height, s.width),
+        "input_size": (h, w),
+    }

@@ -1,0 +1,271 @@
+"""Every kind of bad input the packer must survive, as small shards built on the fly.
+
+Used by tests/store/test_bad_inputs.py, and run as a script it prints the README's table of what
+happens to each kind under ``--on-error fail`` and ``--on-error skip``:
+
+    python tests/store/bad_inputs.py
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from sa1b_pack import pack
+from sa1b_pack.testing import synth
+from sa1b_pack.testing.rle_reference import runs_to_string, string_to_runs
+
+BAD_SHARD = 0  # holds the bad input, beside good samples
+GOOD_SHARD = 1  # always fine: must pack whatever happens to shard 0
+BAD_ID = 2  # the image the bad input is about
+
+
+def sample(image_id: int) -> tuple[bytes, dict]:
+    rng = np.random.default_rng(image_id)
+    return synth.synth_sample(rng, image_id, small=True, n_masks=4)
+
+
+def members(image_id: int) -> list[tuple[str, bytes]]:
+    jpeg, doc = sample(image_id)
+    return [(f"sa_{image_id}.jpg", jpeg), (f"sa_{image_id}.json", orjson.dumps(doc))]
+
+
+def tar_bytes(entries: list[tuple[str, bytes | None]]) -> bytes:
+    """A tar of (name, data) in order; data None makes a directory entry."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def with_doc(change: Callable[[dict], None]) -> bytes:
+    """Shard 0: images 1 and 3 fine, image 2's JSON changed by ``change``."""
+    jpeg, doc = sample(BAD_ID)
+    doc = copy.deepcopy(doc)
+    change(doc)
+    return tar_bytes(
+        [*members(1), ("sa_2.jpg", jpeg), ("sa_2.json", orjson.dumps(doc)), *members(3)]
+    )
+
+
+def with_jpeg(change: Callable[[bytes], bytes]) -> bytes:
+    jpeg, doc = sample(BAD_ID)
+    return tar_bytes(
+        [*members(1), ("sa_2.jpg", change(jpeg)), ("sa_2.json", orjson.dumps(doc)), *members(3)]
+    )
+
+
+def with_entries(entries: list[tuple[str, bytes | None]]) -> bytes:
+    return tar_bytes([*members(1), *entries, *members(3)])
+
+
+def set_counts(make: Callable[[str, int], str]) -> Callable[[dict], None]:
+    def change(doc: dict) -> None:
+        seg = doc["annotations"][0]["segmentation"]
+        seg["counts"] = make(seg["counts"], seg["size"][0] * seg["size"][1])
+
+    return change
+
+
+def shift_last_run(by: int) -> Callable[[str, int], str]:
+    def make(counts: str, _total: int) -> str:
+        runs = string_to_runs(counts)
+        runs[-1] += by
+        return runs_to_string(runs)
+
+    return make
+
+
+def cut(data: bytes, where: Callable[[bytes], int]) -> bytes:
+    return data[: where(data)]
+
+
+def mid_member(data: bytes) -> int:
+    return 512 * 3 + 100  # inside the data of the first member (header 512 + data)
+
+
+def mid_header(data: bytes) -> int:
+    first = tarfile.open(fileobj=io.BytesIO(data)).getmembers()
+    second = first[1].offset  # header of the second member
+    return second + 100
+
+
+def delete(path: str) -> Callable[[dict], None]:
+    def change(doc: dict) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        del node[last]
+
+    return change
+
+
+def set_value(path: str, value: object) -> Callable[[dict], None]:
+    def change(doc: dict) -> None:
+        *parents, last = path.split(".")
+        node = doc
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[last] = value
+
+    return change
+
+
+def widen(doc: dict) -> None:
+    """JSON says 2 px wider than the JPEG; masks agree with the JSON, so only the header differs."""
+    doc["image"]["width"] += 2
+    h, w = doc["image"]["height"], doc["image"]["width"]
+    for ann in doc["annotations"]:
+        ann["segmentation"] = {"size": [h, w], "counts": runs_to_string([h * w])}
+
+
+def no_annotations_list(doc: dict) -> None:
+    doc["annotations"] = []
+
+
+@dataclass(frozen=True)
+class Case:
+    """A bad input; ``expect`` is "fails" (both modes fail the shard), "sample" (fail mode
+    fails the shard, skip mode skips the sample), "reported" (left out, listed, rest packed)
+    or "packed"."""
+
+    group: str
+    name: str
+    build: Callable[[], bytes]
+    expect: str
+    member: str  # the member the message must name
+
+
+def _gzip_cut() -> bytes:
+    data = gzip.compress(with_entries([]), mtime=0)
+    return data[: len(data) * 2 // 3]
+
+
+CASES = [
+    Case("truncated tar", "cut mid-member", lambda: cut(with_entries([]), mid_member), "fails",
+         "sa_1.jpg"),
+    Case("truncated tar", "cut mid-header", lambda: cut(with_entries([]), mid_header), "fails",
+         "sa_1.jpg"),
+    Case("truncated tar", "gzip'd tar cut short", _gzip_cut, "fails", ""),
+    Case("malformed RLE", "character outside '0'..'o'",
+         lambda: with_doc(set_counts(lambda c, t: c[:-1] + "~")), "sample", "sa_2.json"),
+    Case("malformed RLE", "ends inside a continuation",
+         lambda: with_doc(set_counts(lambda c, t: c + chr(48 + 0x20))), "sample", "sa_2.json"),
+    Case("malformed RLE", "runs sum below h*w",
+         lambda: with_doc(set_counts(shift_last_run(-1))), "sample", "sa_2.json"),
+    Case("malformed RLE", "runs sum above h*w",
+         lambda: with_doc(set_counts(shift_last_run(+1))), "sample", "sa_2.json"),
+    Case("malformed RLE", "a negative run",
+         lambda: with_doc(set_counts(lambda c, t: runs_to_string([t + 5, -5]))), "sample",
+         "sa_2.json"),
+    Case("missing keys", "no segmentation.counts",
+         lambda: with_doc(delete("annotations.0.segmentation.counts")), "sample", "sa_2.json"),
+    Case("missing keys", "no image.height", lambda: with_doc(delete("image.height")), "sample",
+         "sa_2.json"),
+    Case("missing keys", "no annotations", lambda: with_doc(delete("annotations")), "sample",
+         "sa_2.json"),
+    Case("wrong types", "a string where a number belongs",
+         lambda: with_doc(set_value("annotations.0.area", "12")), "sample", "sa_2.json"),
+    Case("wrong types", "a bool where an integer belongs",
+         lambda: with_doc(set_value("image.image_id", True)), "sample", "sa_2.json"),
+    Case("broken JPEG", "garbage after SOI",
+         lambda: with_jpeg(lambda j: b"\xff\xd8" + bytes(range(256)) * 4), "sample", "sa_2.jpg"),
+    Case("broken JPEG", "cut in half", lambda: with_jpeg(lambda j: j[: len(j) // 2]), "sample",
+         "sa_2.jpg"),
+    Case("broken JPEG", "not a JPEG at all", lambda: with_jpeg(lambda j: b"\x89PNG\r\n" + j[8:]),
+         "sample", "sa_2.jpg"),
+    Case("size mismatch", "mask size disagrees with the image",
+         lambda: with_doc(set_value("annotations.0.segmentation.size", [7, 9])), "sample",
+         "sa_2.json"),
+    Case("size mismatch", "JSON width/height disagree with the JPEG header",
+         lambda: with_doc(widen), "sample", "sa_2.json"),
+    Case("pairing", "a .jpg without its .json", lambda: with_entries(members(BAD_ID)[:1]),
+         "reported", "sa_2.jpg"),
+    Case("pairing", "a .json without its .jpg", lambda: with_entries(members(BAD_ID)[1:]),
+         "reported", "sa_2.json"),
+    Case("pairing", "two members with the same name",
+         lambda: with_entries([*members(BAD_ID), members(BAD_ID)[0]]), "sample", "sa_2.jpg"),
+    Case("stray members", "README.txt", lambda: with_entries([("README.txt", b"hello")]),
+         "reported", "README.txt"),
+    Case("stray members", "a directory", lambda: with_entries([("extras/", None)]), "packed", ""),
+    Case("stray members", "._sa_1.jpg (macOS metadata)",
+         lambda: with_entries([("._sa_1.jpg", b"\x00\x05\x16\x07")]), "reported", "._sa_1.jpg"),
+    Case("stray members", "sa_1.txt", lambda: with_entries([("sa_1.txt", b"x")]), "reported",
+         "sa_1.txt"),
+    Case("valid", "an empty annotations list", lambda: with_doc(no_annotations_list), "packed",
+         ""),
+]  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    images: int
+    failed: str | None  # the failing shard's message
+    errors: list[tuple[str, str]]  # skipped bad samples
+    skipped: list[tuple[str, str]]  # strays and orphans
+    good_shard_packed: bool
+    leftovers: list[str]  # part folders of shards that failed
+
+
+def run(case: Case, folder: Path, on_error: str) -> Outcome:
+    src, dst = folder / "src", folder / f"dst-{on_error}"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "sa_000000.tar").write_bytes(case.build())
+    good = tar_bytes([*members(100_001), *members(100_002)])
+    (src / "sa_000001.tar").write_bytes(good)
+    report = pack(src, dst, [BAD_SHARD, GOOD_SHARD], progress=False, on_error=on_error)
+    parts = sorted(p.name for p in (dst / "parts").iterdir())
+    return Outcome(
+        ok=report.ok,
+        images=report.images,
+        failed=report.failed.get("sa_000000"),
+        errors=report.errors.get("sa_000000", []),
+        skipped=report.skipped_members.get("sa_000000", []),
+        good_shard_packed="sa_000001" in report.packed,
+        leftovers=[p for p in parts if p in report.failed],
+    )
+
+
+def describe(outcome: Outcome) -> str:
+    if outcome.failed:
+        return f"shard fails: `{outcome.failed}`"
+    if outcome.errors:
+        return "skipped, recorded: " + "; ".join(f"`{m}: {r}`" for m, r in outcome.errors)
+    if outcome.skipped:
+        return "packed the rest; reported: " + "; ".join(f"`{m}: {r}`" for m, r in outcome.skipped)
+    return f"packed ({outcome.images - 2} images in the shard)"
+
+
+def table() -> str:
+    lines = [
+        "| bad input | `--on-error fail` (default) | `--on-error skip` |",
+        "|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, case in enumerate(CASES):
+            cells = [describe(run(case, Path(tmp) / str(k), mode)) for mode in ("fail", "skip")]
+            lines.append(f"| {case.group}: {case.name} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(table() + "\n")

@@ -1,0 +1,176 @@
+"""Beyond one machine: the Dask backend, sources on S3-compatible storage, rank sharding."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sa1b_pack import open_store, pack
+from sa1b_pack.store.manifest import read_manifest
+from sa1b_pack.store.verify import verify
+
+SHARDS = [0, 1, 2]
+
+
+def test_dask_backend_packs_the_same_store(source_dir: Path, packed_dir: Path, tmp_path: Path):
+    from dask.distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        report = pack(source_dir, tmp_path / "store", SHARDS, backend="dask", progress=False)
+    assert report.ok and sorted(report.packed) == [f"sa_{i:06d}" for i in SHARDS]
+    assert read_manifest(tmp_path / "store")["shards"] == read_manifest(packed_dir)["shards"]
+
+
+def test_dask_backend_without_a_cluster_says_how(source_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--scheduler"):
+        pack(source_dir, tmp_path / "store", SHARDS, backend="dask", progress=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch: pytest.MonkeyPatch):
+    """An S3-compatible server (moto) in a separate process on loopback; fsspec pointed at it."""
+    import fsspec
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.05)
+        for key, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": url,
+        }.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": url})
+        fsspec.filesystem("s3").clear_instance_cache()
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_pack_from_s3_compatible_storage(
+    s3_endpoint: str, source_dir: Path, packed_dir: Path, tmp_path: Path
+) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    fs.mkdir("sa1b")
+    for i in SHARDS:
+        fs.put(str(source_dir / f"sa_{i:06d}.tar"), f"sa1b/src/sa_{i:06d}.tar")
+    assert os.environ["FSSPEC_S3_ENDPOINT_URL"] == s3_endpoint
+    report = pack("s3://sa1b/src", tmp_path / "store", SHARDS, progress=False)
+    assert report.ok
+    assert read_manifest(tmp_path / "store")["shards"] == read_manifest(packed_dir)["shards"]
+    with pytest.raises(FileNotFoundError, match=r"sa_000007\.tar"):
+        pack("s3://sa1b/src", tmp_path / "other", [7], progress=False)
+
+
+def test_shard_for_ranks(packed_dir: Path) -> None:
+    store = open_store(packed_dir)
+    for world in (1, 2, 5):
+        parts = [store.shard_for(r, world, epoch=3) for r in range(world)]
+        everything = np.concatenate(parts)
+        assert sorted(everything.tolist()) == list(range(len(store)))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+        again = [store.shard_for(r, world, epoch=3) for r in range(world)]
+        assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    assert not np.array_equal(store.shard_for(0, 2, epoch=0), store.shard_for(0, 2, epoch=1))
+    with pytest.raises(ValueError, match="rank"):
+        store.shard_for(2, 2)
+
+
+def test_store_on_s3_compatible_storage(
+    s3_endpoint: str, source_dir: Path, packed_dir: Path
+) -> None:
+    """Pack into s3://, read every sample back by byte ranges: equal to the local store."""
+    import s3fs
+
+    from sa1b_pack.store import remote
+    from sa1b_pack.train.recipe import Recipe, training_sample
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    fs.mkdir("bucket")
+    fs.pipe_file("bucket/store/parts/sa_000009-deadbeef/jpeg.bin", b"a crashed upload")
+    report = pack(source_dir, "s3://bucket/store", SHARDS, progress=False)
+    assert report.ok
+    assert not fs.exists("bucket/store/parts/sa_000009-deadbeef"), "unlisted uploads dropped"
+    generations = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("bucket/store/manifests"))
+    assert generations == [f"{g:010d}.json" for g in range(1, len(SHARDS) + 2)]
+    local, far = open_store(packed_dir), open_store("s3://bucket/store")
+    assert far.remote and len(far) == len(local) and far.shards == local.shards
+    before = remote.STATS.requests
+    for i in range(len(local)):
+        a, b = local[i], far[i]
+        assert (a.image_id, a.file_name, a.width, a.height) == (b.image_id, b.file_name,
+                                                                b.width, b.height)  # fmt: skip
+        for field in ("ids", "bbox", "area", "predicted_iou", "stability_score", "crop_box"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+        np.testing.assert_array_equal(a.point_coords, b.point_coords)
+        assert bytes(a.jpeg) == bytes(b.jpeg)
+        assert [a.rle(j) for j in range(len(a))] == [b.rle(j) for j in range(len(b))]
+        np.testing.assert_array_equal(a.masks(), b.masks())
+    assert remote.STATS.requests > before
+    recipe = Recipe(image_size=64, mask_size=16, max_masks=3)
+    ours, theirs = training_sample(local, 2, recipe), training_sample(far, 2, recipe)
+    np.testing.assert_array_equal(ours["masks"], theirs["masks"])
+    np.testing.assert_array_equal(ours["image"], theirs["image"])
+    # resuming skips what the newest generation lists
+    again = pack(source_dir, "s3://bucket/store", SHARDS, progress=False)
+    assert again.packed == [] and len(again.skipped_existing) == len(SHARDS)
+    # verify works remotely too: checksums and the round trip against the tars
+    assert verify("s3://bucket/store", source=source_dir, progress=False) == []
+    path = f"bucket/store/{read_manifest('s3://bucket/store')['shards']['sa_000001']['path']}"
+    data = bytearray(fs.cat_file(f"{path}/counts.bin"))
+    data[5] ^= 1
+    fs.pipe_file(f"{path}/counts.bin", bytes(data))
+    assert verify("s3://bucket/store", progress=False) == [
+        "sa_000001: counts.bin: sha256 differs from the manifest (content changed)"
+    ]
+
+
+def test_shard_for_by_part_keeps_each_rank_on_its_own_parts(packed_dir: Path) -> None:
+    store = open_store(packed_dir)
+    parts = [store._spanner.locate(i)[0] for i in range(len(store))]
+    for world in (1, 2, 3):
+        ranks = [store.shard_for(r, world, epoch=1, by_part=True) for r in range(world)]
+        assert len({len(r) for r in ranks}) == 1, "every rank takes the same number of steps"
+        seen = [{parts[i] for i in r} for r in ranks]
+        assert all(not (a & b) for k, a in enumerate(seen) for b in seen[k + 1 :])
+        assert len(set(np.concatenate(ranks).tolist())) == sum(map(len, ranks))
+    whole = store.shard_for(0, 1, epoch=1, by_part=True)
+    assert sorted(whole.tolist()) == list(range(len(store)))
+    assert not np.array_equal(whole, store.shard_for(0, 1, epoch=2, by_part=True))
+    with pytest.raises(ValueError, match="one part per rank"):
+        store.shard_for(0, 4, by_part=True)

@@ -1,0 +1,409 @@
+"""fetch against a real HTTP server on loopback, serving synthetic shards with Range support
+and injected faults; every fetched store must equal a direct pack of the same tars."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from sa1b_pack.cli import main
+from sa1b_pack.fetch import download as download_module
+from sa1b_pack.fetch import run as fetch_module
+from sa1b_pack.fetch.download import Http, Log
+from sa1b_pack.fetch.run import DiskSpaceError, fetch, read_links
+from sa1b_pack.store.manifest import read_manifest
+from sa1b_pack.store.packer import pack
+from sa1b_pack.testing.synth import synth_shards
+
+SHARDS = [0, 1, 2, 3]
+STALL = 1.0  # seconds a stalling server sleeps: longer than the client's timeout below
+FAST = Http(retries=4, timeout=0.3, backoff=0.01)
+SERVER_LIFETIME = 60.0  # a server shuts itself down after this, whatever the test does
+
+
+@dataclass
+class Faults:
+    """Switches the handler reads; counts of 'how many more GETs' for the one-off faults."""
+
+    status: dict[str, int] = field(default_factory=dict)  # shard -> forced HTTP status
+    resets: Counter = field(default_factory=Counter)  # GETs reset (RST) half way
+    stalls: Counter = field(default_factory=Counter)  # GETs that stop sending for STALL s
+    short: Counter = field(default_factory=Counter)  # GETs with no Content-Length, cut short
+    no_range: bool = False  # ignore Range, always 200 and the whole file
+    no_head: bool = False  # 403 to HEAD, as URLs signed for GET only answer
+    delay: float = 0.0  # seconds per 4 KiB chunk: a slow server
+    gets: Counter = field(default_factory=Counter)
+    ranges: list[tuple[str, str | None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, kind: Counter, name: str) -> bool:
+        with self.lock:
+            if kind[name] > 0:
+                kind[name] -= 1
+                return True
+            return False
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.serve(body=False)
+
+    def do_GET(self) -> None:
+        self.serve(body=True)
+
+    def serve(self, body: bool) -> None:
+        faults: Faults = self.server.faults  # type: ignore[attr-defined]
+        url = urlsplit(self.path)
+        name = url.path.rsplit("/", 1)[-1].removesuffix(".tar")
+        path = self.server.root / f"{name}.tar"  # type: ignore[attr-defined]
+        if "oh" not in parse_qs(url.query):  # the query string of a signed link was lost
+            faults.status.setdefault(name, 400)
+        if body:
+            with faults.lock:
+                faults.gets[name] += 1
+                faults.ranges.append((name, self.headers.get("Range")))
+        if name in faults.status or not path.is_file() or (faults.no_head and not body):
+            self.send_response(faults.status.get(name, 403 if path.is_file() else 404))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = path.read_bytes()
+        start, code = 0, 200
+        asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if asked and not faults.no_range:
+            start, code = int(asked.group(1)), 206
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+        short = body and faults.take(faults.short, name)
+        self.send_response(code)
+        if not faults.no_range:
+            self.send_header("Accept-Ranges", "bytes")
+        if code == 206:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if short:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if body:
+            self.send_body(data[start:], name, short)
+
+    def send_body(self, payload: bytes, name: str, short: bool) -> None:
+        faults: Faults = self.server.faults  # type: ignore[attr-defined]
+        half = len(payload) // 2
+        try:
+            if short:
+                self.wfile.write(payload[:half])
+            elif faults.take(faults.resets, name):
+                self.wfile.write(payload[:half])
+                linger = struct.pack("ii", 1, 0)  # close with RST: "connection reset by peer"
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                self.connection.close()
+                self.close_connection = True
+            elif faults.take(faults.stalls, name):
+                self.wfile.write(payload[: half // 2])
+                self.wfile.flush()
+                time.sleep(STALL)
+                self.close_connection = True
+            else:
+                for at in range(0, len(payload), 4096):
+                    self.wfile.write(payload[at : at + 4096])
+                    time.sleep(faults.delay)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+
+@contextmanager
+def serve(root: Path, faults: Faults) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    server.root, server.faults = root, faults  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    watchdog = threading.Timer(SERVER_LIFETIME, server.shutdown)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        watchdog.cancel()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("origin")
+    synth_shards(root, SHARDS, 3, small=True, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def direct(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Manifest shard entries of the origin tars packed directly: what fetch must produce."""
+    dst = tmp_path_factory.mktemp("direct")
+    assert pack(origin, dst, SHARDS, progress=False).ok
+    return read_manifest(dst)["shards"]
+
+
+@pytest.fixture(autouse=True)
+def small_chunks_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(download_module, "CHUNK", 4096)  # resume mid-file on tiny shards
+    for proxy in ("http_proxy", "https_proxy", "all_proxy"):  # loopback must stay loopback
+        monkeypatch.delenv(proxy, raising=False)
+        monkeypatch.delenv(proxy.upper(), raising=False)
+
+
+def links_file(path: Path, base: str, shards: list[int] = SHARDS) -> Path:
+    lines = ["file_name\tcdn_link"]
+    lines += [
+        f"sa_{i:06d}.tar\t{base}/sa1b/sa_{i:06d}.tar?_nc_ht=cdn&oh=00_sig{i}&oe=6700"
+        for i in shards
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_read_links(tmp_path: Path) -> None:
+    links = links_file(tmp_path / "links.txt", "https://cdn.example", [0, 7])
+    with links.open("a") as f:
+        f.write("\nsa_notes.txt\thttps://cdn.example/notes.txt\n")
+    assert read_links(links) == {
+        0: "https://cdn.example/sa1b/sa_000000.tar?_nc_ht=cdn&oh=00_sig0&oe=6700",
+        7: "https://cdn.example/sa1b/sa_000007.tar?_nc_ht=cdn&oh=00_sig7&oe=6700",
+    }
+    (tmp_path / "bad.txt").write_text("file_name\tcdn_link\nsa_000000.tar https://x\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected 'file_name<TAB>url'"):
+        read_links(tmp_path / "bad.txt")
+
+
+def tars_left(src: Path) -> list[str]:
+    return sorted(p.name for p in src.iterdir())
+
+
+def test_fetch_pack_through_faults_then_fresh_links(
+    origin: Path, direct: dict, tmp_path: Path
+) -> None:
+    faults = Faults(
+        status={"sa_000002": 403},
+        resets=Counter(sa_000000=2),
+        stalls=Counter(sa_000001=1),
+        short=Counter(sa_000003=1),
+        delay=0.001,
+    )
+    src, dst, log = tmp_path / "src", tmp_path / "dst", Log()
+    with serve(origin, faults) as base:
+        links = links_file(tmp_path / "links.txt", base)
+        run = dict(dst=dst, delete_tars=True, jobs=2, http=FAST, progress=False, log=log)
+        report = fetch(links, src, SHARDS, **run)
+        assert report.expired == ["sa_000002"]
+        assert report.failed == {"sa_000002": "HTTP 403: links file is expired: get a fresh one"}
+        assert (
+            sorted(report.packed)
+            == sorted(report.deleted)
+            == ["sa_000000", "sa_000001", "sa_000003"]
+        )
+        assert tars_left(src) == []
+        assert read_manifest(dst)["shards"] == {k: direct[k] for k in report.packed}
+        said = "\n".join(log.lines)
+        assert "sa_000000: connection reset at" in said
+        assert "sa_000003: size mismatch: got 20,480 of 40,960 bytes; retry 1/4" in said
+        assert "sa_000001: timed out" in said
+        assert "links file is expired: get a fresh one (https://" in said
+        resumed = [r for n, r in faults.ranges if n in ("sa_000001", "sa_000003") and r]
+        assert len(resumed) == 2 and all(re.fullmatch(r"bytes=[1-9]\d*-", r) for r in resumed)
+
+        faults.status.clear()  # the fresh links file
+        before = faults.gets.copy()
+        report = fetch(links, src, SHARDS, **run)
+        assert report.ok and report.packed == ["sa_000002"]
+        assert faults.gets - before == Counter(sa_000002=1)  # done shards were not fetched again
+    assert read_manifest(dst)["shards"] == direct
+    assert tars_left(src) == []
+
+
+@pytest.mark.parametrize("no_range", [False, True])
+def test_resume_part_files(origin: Path, tmp_path: Path, no_range: bool) -> None:
+    src, log = tmp_path / "src", Log()
+    src.mkdir()
+    for index, cut in ((1, 10_000), (2, 5_000)):
+        data = (origin / f"sa_00000{index}.tar").read_bytes()
+        (src / f"sa_00000{index}.tar.part").write_bytes(data[:cut])
+    faults = Faults(no_range=no_range)
+    with serve(origin, faults) as base:
+        links = links_file(tmp_path / "links.txt", base)
+        report = fetch(links, src, [1, 2], jobs=2, http=FAST, progress=False, log=log)
+    assert report.ok and sorted(report.downloaded) == ["sa_000001", "sa_000002"]
+    assert tars_left(src) == ["sa_000001.tar", "sa_000002.tar"]
+    for index in (1, 2):
+        name = f"sa_00000{index}.tar"
+        assert (src / name).read_bytes() == (origin / name).read_bytes()
+    assert sorted(faults.ranges) == [("sa_000001", "bytes=10000-"), ("sa_000002", "bytes=5000-")]
+    restarts = [line for line in log.lines if "ignores Range" in line]
+    assert len(restarts) == (1 if no_range else 0)  # said once, not once per file
+
+
+def test_slow_server_is_not_a_timeout(origin: Path, tmp_path: Path) -> None:
+    """The timeout bounds the wait between bytes, not the transfer (here ~4x the timeout)."""
+    src, log = tmp_path / "src", Log()
+    with serve(origin, Faults(delay=0.1)) as base:
+        links = links_file(tmp_path / "links.txt", base)
+        report = fetch(links, src, [0], jobs=1, http=FAST, log=log)  # with progress bars
+    assert report.downloaded == ["sa_000000"]
+    assert not [line for line in log.lines if "retry" in line]
+
+
+def test_http_errors_are_reported_and_the_rest_go_on(origin: Path, tmp_path: Path) -> None:
+    src, log = tmp_path / "src", Log()
+    # HEAD refused everywhere: a 403 is only "expired" once a GET confirms it (sa_000002 is fine)
+    faults = Faults(status={"sa_000000": 404, "sa_000001": 410, "sa_000003": 503}, no_head=True)
+    with serve(origin, faults) as base:
+        links = links_file(tmp_path / "links.txt", base)
+        report = fetch(links, src, SHARDS, jobs=2, http=FAST, progress=False, log=log)
+    assert report.downloaded == ["sa_000002"] and not report.ok
+    assert report.expired == ["sa_000001"]
+    assert report.failed["sa_000000"].startswith("HTTP 404: not on the server")
+    assert report.failed["sa_000001"] == "HTTP 410: links file is expired: get a fresh one"
+    assert report.failed["sa_000003"].startswith("size query failed 5 times (HTTP 503")
+    assert tars_left(src) == ["sa_000002.tar"]
+
+
+def test_disk_space_refusal(origin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    total = sum((origin / f"sa_00000{i}.tar").stat().st_size for i in SHARDS)
+    usage = shutil.disk_usage(tmp_path)
+    free = int(total * 1.8)  # tars + store need 2x; with --delete-tars 3 tars + store do fit
+    monkeypatch.setattr(fetch_module, "HEADROOM", 0)
+    monkeypatch.setattr(fetch_module.shutil, "disk_usage", lambda p: usage._replace(free=free))
+    faults = Faults()
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    with serve(origin, faults) as base:
+        links = links_file(tmp_path / "links.txt", base)
+        run = dict(dst=dst, jobs=1, http=FAST, progress=False, log=Log())
+        refused = r"not enough disk: .* free\. .* add --delete-tars \(keeps <= 3 tars\)"
+        with pytest.raises(DiskSpaceError, match=refused):
+            fetch(links, src, SHARDS, **run)
+        assert not faults.gets  # refused before any download
+        assert fetch(links, src, SHARDS, delete_tars=True, **run).ok
+        monkeypatch.setattr(fetch_module.shutil, "disk_usage", lambda p: usage._replace(free=0))
+        run["dst"] = tmp_path / "dst2"
+        with pytest.raises(DiskSpaceError):
+            fetch(links, tmp_path / "src2", [0], **run)
+        assert fetch(links, tmp_path / "src2", [0], force=True, **run).packed == ["sa_000000"]
+
+
+def test_bad_tars_kept_truncated_refetched_committed_deleted(
+    origin: Path, direct: dict, tmp_path: Path
+) -> None:
+    served, src, dst, log = tmp_path / "served", tmp_path / "src", tmp_path / "dst", Log()
+    shutil.copytree(origin, served)
+    broken = (origin / "sa_000000.tar").read_bytes()[:30_000]
+    (served / "sa_000000.tar").write_bytes(broken)  # corrupt at the source: right size, bad tar
+    src.mkdir()
+    (src / "sa_000001.tar").write_bytes((origin / "sa_000001.tar").read_bytes()[:20_000])
+    assert pack(origin, dst, [2, 3], progress=False).ok  # committed before a kill...
+    for index in (2, 3):  # ...that left their tars behind
+        shutil.copy(origin / f"sa_00000{index}.tar", src)
+    jpeg = dst / "parts" / "sa_000003" / "jpeg.bin"
+    jpeg.write_bytes(b"X" + jpeg.read_bytes()[1:])  # a part damaged after its commit
+    faults = Faults()
+    with serve(served, faults) as base:
+        links = links_file(tmp_path / "links.txt", base)
+        run = dict(dst=dst, delete_tars=True, jobs=2, http=FAST, progress=False, log=log)
+        report = fetch(links, src, SHARDS, **run)
+        assert report.downloaded == ["sa_000000", "sa_000001"]
+        assert report.packed == ["sa_000001"] and report.already_packed == ["sa_000002"]
+        assert sorted(report.deleted) == ["sa_000001", "sa_000002"]
+        assert "unreadable tar" in report.pack_failed["sa_000000"]
+        assert "sa_000000.tar kept" in report.pack_failed["sa_000000"]
+        assert "jpeg.bin does not match its manifest digest" in report.pack_failed["sa_000003"]
+        assert "sa_000001.tar: 20,000 bytes, not the 51,200" in "\n".join(log.lines)
+        assert tars_left(src) == ["sa_000000.tar", "sa_000001.tar.bad", "sa_000003.tar"]
+        assert faults.gets == Counter(sa_000000=1, sa_000001=1)
+
+        report = fetch(links, src, SHARDS, **run)  # the source tar is bad: not fetched again
+        assert faults.gets == Counter(sa_000000=1, sa_000001=1)
+        assert report.present == ["sa_000000"] and "sa_000000" in report.pack_failed
+    shards = read_manifest(dst)["shards"]
+    assert shards == {k: direct[k] for k in ("sa_000001", "sa_000002", "sa_000003")}
+
+
+def test_cli_fetch(
+    origin: Path, direct: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    faults = Faults(status={"sa_000001": 403})
+    with serve(origin, faults) as base:
+        links = str(links_file(tmp_path / "links.txt", base))
+        argv = ["fetch", links, str(src), "--shards", "0-1", "--pack", str(dst), "--delete-tars"]
+        argv += ["--jobs", "2", "--retries", "2", "--quiet"]
+        assert main(argv) == 1
+        out, err = capsys.readouterr()
+        assert "sa_000001: HTTP 403: links file is expired: get a fresh one" in err
+        assert "downloaded 1, packed 1" in out
+        faults.status.clear()
+        assert main(argv) == 0
+        assert "downloaded 1, packed 1" in capsys.readouterr().out
+        assert main(["fetch", links, str(src), "--shards", "7", "--quiet"]) == 2
+        assert "has no link for sa_000007" in capsys.readouterr().err
+    assert read_manifest(dst)["shards"] == {k: direct[k] for k in ("sa_000000", "sa_000001")}
+    assert tars_left(src) == []
+
+
+INTERRUPTED_RUN = """
+from sa1b_pack.fetch import download
+from sa1b_pack.fetch.run import fetch
+download.CHUNK = 4096
+fetch({links!r}, {src!r}, [0, 1, 2, 3], dst={dst!r}, delete_tars=True, jobs=2, progress=False)
+"""
+
+
+def test_ctrl_c_then_rerun_resumes(origin: Path, direct: dict, tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    faults = Faults(delay=0.05)  # ~0.5 s per shard: time to interrupt mid-file
+    with serve(origin, faults) as base:
+        links = links_file(tmp_path / "links.txt", base)
+        script = INTERRUPTED_RUN.format(links=str(links), src=str(src), dst=str(dst))
+        run = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while not any(p.stat().st_size for p in src.glob("*.part")):
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+        assert run.returncode != 0 and b"KeyboardInterrupt" in err
+        parts = {p.name.split(".")[0]: p.stat().st_size for p in src.glob("*.part")}
+        assert parts and all(parts.values())
+
+        faults.delay, faults.ranges[:] = 0.0, []
+        report = fetch(links, src, SHARDS, dst=dst, delete_tars=True, http=FAST, progress=False)
+        assert report.ok
+        assert {(name, f"bytes={size}-") for name, size in parts.items()} <= set(faults.ranges)
+    assert read_manifest(dst)["shards"] == direct
+    assert tars_left(src) == []

@@ -1,0 +1,129 @@
+"""The PyTorch adapter: shapes, collate, workers under fork and spawn, ranks, epochs."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from sa1b_pack.torch import SA1BDataset, collate
+from sa1b_pack.train import torch as sa1b_torch
+
+RECIPE = dict(image_size=64, mask_size=16, max_masks=4, min_predicted_iou=0.85)
+
+
+@pytest.fixture(scope="module")
+def dataset(packed_dir: Path) -> SA1BDataset:
+    return SA1BDataset(packed_dir, **RECIPE, seed=3)
+
+
+def test_item_shapes_and_types(dataset: SA1BDataset) -> None:
+    item = dataset[0]
+    assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.uint8
+    k = len(item["masks"])
+    assert 1 <= k <= 4
+    assert item["masks"].shape == (k, 16, 16) and item["masks"].dtype == torch.bool
+    assert item["boxes"].shape == (k, 4) and item["points"].shape == (k, 2)
+    assert item["predicted_iou"].shape == (k,) and (item["predicted_iou"] >= 0.85).all()
+    assert item["orig_size"].tolist() == [dataset.store[int(dataset.index[0])].height,
+                                          dataset.store[int(dataset.index[0])].width]  # fmt: skip
+    floats = SA1BDataset(dataset.root, **RECIPE, float_image=True)[0]["image"]
+    assert floats.dtype == torch.float32 and 0 <= floats.min() and floats.max() <= 1
+    torch.testing.assert_close(floats, item["image"].float() / 255)
+    with pytest.raises(IndexError):
+        dataset[len(dataset)]
+
+
+def test_collate_pads_to_the_largest_k(dataset: SA1BDataset) -> None:
+    varied = SA1BDataset(dataset.root, **{**RECIPE, "max_masks": 12})
+    items = [varied[i] for i in range(len(varied))]
+    counts = [len(x["masks"]) for x in items]
+    assert len(set(counts)) > 1, "need samples with different mask counts"
+    batch = collate(items)
+    k = max(counts)
+    assert batch["image"].shape == (len(items), 3, 64, 64)
+    assert batch["masks"].shape == (len(items), k, 16, 16)
+    assert batch["mask_valid"].sum(1).tolist() == counts
+    for b, x in enumerate(items):
+        n = counts[b]
+        assert torch.equal(batch["masks"][b, :n], x["masks"]) and not batch["masks"][b, n:].any()
+        assert torch.equal(batch["boxes"][b, :n], x["boxes"]) and not batch["boxes"][b, n:].any()
+    assert batch["image_id"].tolist() == [x["image_id"] for x in items]
+
+
+def loader_ids(ds: SA1BDataset, workers: int, context: str | None) -> list[tuple]:
+    loader = DataLoader(
+        ds,
+        batch_size=3,
+        num_workers=workers,
+        collate_fn=collate,
+        multiprocessing_context=context if workers else None,
+    )
+    out = []
+    for batch in loader:
+        for b in range(len(batch["image_id"])):
+            valid = batch["mask_valid"][b]
+            out.append(
+                (
+                    int(batch["image_id"][b]),
+                    tuple(batch["mask_ids"][b][valid].tolist()),
+                    int(batch["masks"][b].sum()),
+                    int(batch["image"][b].sum()),
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize(("workers", "context"), [(1, "fork"), (2, "fork"), (2, "spawn")])
+def test_workers_give_the_same_samples(dataset: SA1BDataset, workers: int, context: str) -> None:
+    assert loader_ids(dataset, workers, context) == loader_ids(dataset, 0, None)
+
+
+def test_epochs_redraw_and_reproduce(packed_dir: Path) -> None:
+    ds = SA1BDataset(packed_dir, **{**RECIPE, "max_masks": 2}, seed=1)
+    first = loader_ids(ds, 0, None)
+    ds.set_epoch(1)
+    second = loader_ids(ds, 2, "fork")
+    assert [x[0] for x in first] == [x[0] for x in second]
+    assert first != second
+    ds.set_epoch(0)
+    assert loader_ids(ds, 0, None) == first
+
+
+def test_distributed_ranks_are_disjoint_and_cover(dataset: SA1BDataset) -> None:
+    seen = []
+    for rank in range(3):
+        sampler = DistributedSampler(dataset, num_replicas=3, rank=rank, shuffle=True, seed=0)
+        sampler.set_epoch(0)
+        seen.append(set(sampler))
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])
+    assert set().union(*seen) == set(range(len(dataset)))
+
+
+def test_pickle_carries_no_store_and_spills_large_indices(
+    dataset: SA1BDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = pickle.dumps(dataset)
+    assert len(blob) < 4096
+    clone = pickle.loads(blob)
+    assert np.array_equal(clone.index, dataset.index) and clone.recipe == dataset.recipe
+    monkeypatch.setattr(sa1b_torch, "SPILL_ABOVE", 0)
+    spilled = pickle.loads(pickle.dumps(dataset))
+    assert isinstance(spilled.index, np.memmap)
+    assert np.array_equal(spilled.index, dataset.index)
+    assert spilled[1]["image_id"] == dataset[1]["image_id"]
+
+
+def test_only_the_adapter_imports_torch() -> None:
+    code = (
+        "import sys, sa1b_pack, sa1b_pack.cli, sa1b_pack.train.recipe, sa1b_pack.testing.synth, "
+        "sa1b_pack.store.packer, sa1b_pack.store.reader; print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

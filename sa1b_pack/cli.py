@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .source.shards import ShardError, available_shards, parse_shards
-from .store.manifest import StoreError
+from .store.errors import StoreError
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -90,9 +90,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .store.reader import open_store
+    from .store.manifest import read_manifest, summary
+    from .store.storage import storage_for
 
-    info = open_store(args.dst).info()
+    storage = storage_for(args.dst)  # the manifest alone: no part is opened
+    info = summary(read_manifest(storage), storage.url)
     width = max(len(k) for k in info)
     for key, value in info.items():
         shown = f"{value:,}" if isinstance(value, int) else value
@@ -114,9 +116,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_errors(args: argparse.Namespace) -> int:
-    from .store.reader import open_store
+    from .store.manifest import left_out, read_manifest
 
-    rows = open_store(args.dst).errors()
+    rows = left_out(read_manifest(args.dst))
     for row in rows:
         print(f"{row['shard']}\t{row['kind']}\t{row['member']}\t{row['reason']}")
     print(f"{len(rows)} members left out", file=sys.stderr)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from .rle import resize_longest_shape
+from .geometry import resize_longest_shape
 
 RESIZED_QUALITY = 90  # JPEG quality of the pre-resized copies a store may hold
 

@@ -1,9 +1,10 @@
 """Every numba kernel of the package: plain functions over preallocated arrays.
 
-Kernels never raise: they return a negative status (``ERR_*``) that ``masks.py`` turns into a
+Kernels never raise: they return a negative status (``ERR_*``) that ``rle.py`` turns into a
 ValueError with context. Every index is checked before a write, so a malformed input can never
 write out of bounds (numba does not bounds-check). Set ``NUMBA_DISABLE_JIT=1`` to run all of
-them as plain Python for debugging; ``rle.py`` holds the slow reference they are tested against.
+them as plain Python for debugging; ``sa1b_pack.testing.rle_reference`` holds the slow reference
+they are tested against.
 
 Dense masks are decoded by *row propagation*: COCO runs walk the image column by column, but
 the output is row-major, so writing runs directly would stride by W. Instead row 0 is filled
@@ -253,6 +254,23 @@ def _check_decode(runs, offsets, counts, height, width, row_map, col_map, out):
 
 
 @_jit
+def _decode_plan(runs, offsets, counts, height, width, row_map, col_map, out):
+    """Validate everything, then build the tables every mask's decode shares.
+
+    Returns (status, go, first_row, col_first, col_count): ``go`` is False when there is
+    nothing to write, either because the input is bad (``status`` is then the first bad mask
+    or ERR_SHAPE) or because the output is empty (``status`` -1).
+    """
+    bad = _check_decode(runs, offsets, counts, height, width, row_map, col_map, out)
+    empty = np.empty(0, np.int64)
+    if bad != -1 or out.shape[1] == 0 or out.shape[2] == 0:
+        return bad, False, empty, empty, empty
+    first_row = _first_output_row(row_map, height)
+    col_first, col_count = _output_columns(col_map, width)
+    return -1, True, first_row, col_first, col_count
+
+
+@_jit
 def decode_masks(runs, offsets, counts, height, width, row_map, col_map, out):
     """Decode masks ``m`` (runs[offsets[m]:offsets[m]+counts[m]]) into out[m] (N, h, w) uint8.
 
@@ -260,32 +278,28 @@ def decode_masks(runs, offsets, counts, height, width, row_map, col_map, out):
     size). Everything is validated before the first write: returns -1 on success, else the
     index of the first bad mask (or ERR_SHAPE), and out is untouched.
     """
-    bad = _check_decode(runs, offsets, counts, height, width, row_map, col_map, out)
-    if bad != -1 or out.shape[1] == 0 or out.shape[2] == 0:
-        return bad
-    first_row = _first_output_row(row_map, height)
-    col_first, col_count = _output_columns(col_map, width)
+    status, go, first_row, col_first, col_count = _decode_plan(
+        runs, offsets, counts, height, width, row_map, col_map, out
+    )
+    if not go:
+        return status
     for m in range(offsets.shape[0]):
-        _decode_one(
-            runs, offsets[m], counts[m], height, col_map, row_map[0], first_row, col_first,
-            col_count, out[m],
-        )  # fmt: skip
+        _decode_one(runs, offsets[m], counts[m], height, col_map, row_map[0], first_row,
+                    col_first, col_count, out[m])  # fmt: skip
     return -1
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
 def decode_masks_parallel(runs, offsets, counts, height, width, row_map, col_map, out):
-    """decode_masks with masks spread over threads (numba prange)."""
-    bad = _check_decode(runs, offsets, counts, height, width, row_map, col_map, out)
-    if bad != -1 or out.shape[1] == 0 or out.shape[2] == 0:
-        return bad
-    first_row = _first_output_row(row_map, height)
-    col_first, col_count = _output_columns(col_map, width)
+    """decode_masks with masks spread over threads (numba prange); the same plan and body."""
+    status, go, first_row, col_first, col_count = _decode_plan(
+        runs, offsets, counts, height, width, row_map, col_map, out
+    )
+    if not go:
+        return status
     for m in nb.prange(offsets.shape[0]):
-        _decode_one(
-            runs, offsets[m], counts[m], height, col_map, row_map[0], first_row, col_first,
-            col_count, out[m],
-        )  # fmt: skip
+        _decode_one(runs, offsets[m], counts[m], height, col_map, row_map[0], first_row,
+                    col_first, col_count, out[m])  # fmt: skip
     return -1
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..store.format import RUNS_DTYPE
 from . import kernels
+from .geometry import resize_longest_shape
+
+RUNS_DTYPE = np.dtype("<u4")  # decoded run lengths, in memory only
 
 _PARSE_ERRORS = {
     kernels.ERR_BAD_CHAR: "a character outside '0'..'o'",
@@ -87,12 +89,6 @@ def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     if not out.flags.writeable or (out.size and out.strides[-1] != out.itemsize):
         raise ValueError("out must be writeable, with a contiguous last axis")
     return out
-
-
-def resize_longest_shape(height: int, width: int, longest: int) -> tuple[int, int]:
-    """SAM ResizeLongestSide target (h, w): longest side to ``longest``, rounded half up."""
-    scale = longest / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
 def decode(

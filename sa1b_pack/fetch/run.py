@@ -22,8 +22,8 @@ from typing import Any
 from tqdm import tqdm
 
 from ..source.shards import SHARD_FILE, shard_name
-from ..store.format import MANIFEST, PARTS_DIR
-from ..store.manifest import file_digest, read_manifest
+from ..store.format import MANIFEST
+from ..store.manifest import check_files, read_manifest
 from .download import EXPIRED_HINT, Bars, DownloadError, Http, Log, Stopped, download, probe
 
 LINKS_PAGE = "https://ai.meta.com/datasets/segment-anything-downloads/"
@@ -67,20 +67,6 @@ class FetchReport:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.pack_failed
-
-
-def verify_part(dst: Path, name: str) -> str | None:
-    """None if every file of committed shard ``name`` hashes to its manifest entry, else why."""
-    entry = read_manifest(dst)["shards"].get(name)
-    if entry is None:
-        return "not listed in the manifest after packing"
-    for file, want in entry["files"].items():
-        try:
-            if file_digest(dst / PARTS_DIR / name / file) != want:
-                return f"{file} does not match its manifest digest"
-        except FileNotFoundError:
-            return f"{file} is missing"
-    return None
 
 
 def _free(path: Path) -> tuple[int, int]:
@@ -175,36 +161,45 @@ class _Run:
             self.slots.release()  # type: ignore[union-attr]
 
     def pack_loop(self, bar: tqdm) -> None:
-        """Packing thread: packs what has landed (up to ``pack_jobs`` shards per call)."""
-        from ..store.packer import pack  # numba & co. only when packing
+        """Packing thread: one Packer for the whole run (one lock, one manifest read, one
+        worker pool); packs what has landed, up to ``pack_jobs`` shards at a time."""
+        from ..store.packer import Packer  # numba & co. only when packing
 
         assert self.dst is not None
         done = False
         try:
-            while not done:
-                batch = [self.inbox.get()]
-                while len(batch) < self.pack_jobs and not self.inbox.empty():
-                    batch.append(self.inbox.get())
-                done = None in batch
-                batch = [i for i in batch if i is not None]
-                if batch:
-                    options = {"jobs": len(batch), "progress": False, **self.pack_options}
-                    result = pack(self.src, self.dst, batch, **options)
-                for index in batch:
-                    self.after_pack(index, result.failed.get(shard_name(index)), result)
-                    bar.update(1)
+            options = {"jobs": self.pack_jobs, "progress": False, **self.pack_options}
+            with Packer(self.dst, **options) as packer:
+                while not done:
+                    batch = [self.inbox.get()]
+                    while len(batch) < self.pack_jobs and not self.inbox.empty():
+                        batch.append(self.inbox.get())
+                    done = None in batch
+                    batch = [i for i in batch if i is not None]
+                    result = packer.pack({i: str(self.tar(i)) for i in batch})
+                    for index in batch:
+                        self.after_pack(index, result, packer)
+                        bar.update(1)
         except BaseException as exc:  # a locked or broken store: the run stops
             self.error = exc
             self.stop.set()
 
-    def after_pack(self, index: int, error: str | None, result: Any) -> None:
-        """Verify a committed shard, then delete its tar if asked; keep it on any doubt."""
+    def after_pack(self, index: int, result: Any, packer: Any) -> None:
+        """Check a committed shard's files against the manifest, then delete its tar if
+        asked; keep it on any doubt."""
         name, tar = shard_name(index), self.tar(index)
-        problem = error or verify_part(self.dst, name)  # type: ignore[arg-type]
+        error = result.failed.get(name)
+        entry = packer.manifest["shards"].get(name)
+        if error is not None:
+            problem = error
+        elif entry is None:
+            problem = f"{name}: not listed in the manifest after packing"
+        else:
+            problem = "; ".join(check_files(packer.storage, name, entry)) or None
         if problem is not None:
             self.report.pack_failed[name] = f"{problem}; {tar.name} kept"
-            if error is None:  # pack() reports its own failures
-                self.log.say(f"FAILED {name}: {problem}")
+            if error is None:  # the packer reports its own failures
+                self.log.say(f"FAILED {problem}")
             self.log.say(f"{tar.name} kept: delete it to fetch it again")
         else:
             existing = name in result.skipped_existing

@@ -1,31 +1,35 @@
-"""One SA-1B annotation JSON -> validated, typed columns, exactly as the source has them.
+"""One SA-1B annotation JSON <-> typed columns, both directions, exactly as the source has it.
 
-Nothing is "fixed": every field is stored as written, the COCO counts strings included (they
-are parsed here only to prove them well-formed). Unknown keys are kept as JSON in ``extra``.
+Parsing validates and copies every field named in ``columns.py``; nothing is "fixed", and the
+COCO counts strings are kept as written (parsed here only to prove them well-formed). Unknown
+keys are kept as JSON in ``extra``. ``build_document`` is the inverse: the JSON rebuilt from
+stored columns compares equal to the source's (a bbox written as ints comes back as floats).
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from ..codec.rle import string_to_runs
+from .columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, copied
 
-IMAGE_KEYS = ("image_id", "width", "height", "file_name")
-ANNOTATION_KEYS = (
-    "id",
-    "segmentation",
-    "area",
-    "bbox",
-    "predicted_iou",
-    "stability_score",
-    "point_coords",
-    "crop_box",
-)
+IMAGE_FIELDS = copied(IMAGE_COLUMNS)
+MASK_FIELDS = copied(MASK_COLUMNS)
+# The segmentation object is the mask itself: its size and counts are checked together below.
+PLAIN_MASK_FIELDS = tuple(c for c in MASK_FIELDS if "." not in c.source)
+IMAGE_KEYS = tuple(c.source for c in IMAGE_FIELDS)
+ANNOTATION_KEYS = (*(c.source for c in PLAIN_MASK_FIELDS), "segmentation")
 SEGMENTATION_KEYS = ("size", "counts")
+
+INT64_MAX = 2**63 - 1
+INT32_MAX = 2**31 - 1
 
 
 class AnnotationError(ValueError):
@@ -34,31 +38,31 @@ class AnnotationError(ValueError):
 
 @dataclass
 class ImageAnnotations:
-    """Columns of one image's annotations, in source order."""
+    """One image's copied columns: image fields by name, per-mask arrays by name (source
+    order), the ragged prompt points, the COCO strings and the JSON of unknown keys."""
 
-    image_id: int
-    file_name: str
-    width: int
-    height: int
-    extra: str | None
-    ids: np.ndarray  # (N,) int64
-    bbox: np.ndarray  # (N, 4) float64
-    area: np.ndarray  # (N,) int64
-    predicted_iou: np.ndarray  # (N,) float64
-    stability_score: np.ndarray  # (N,) float64
+    image: dict[str, Any]
+    masks: dict[str, np.ndarray]
     point_counts: np.ndarray  # (N,) int64, points per mask
     points: np.ndarray  # (sum(point_counts), 2) float64
-    crop_box: np.ndarray  # (N, 4) float64
-    seg_size: np.ndarray  # (N, 2) int32, [h, w]
     counts: list[bytes]  # per mask, the COCO string as in the source (validated)
+    extra: str | None
     extras: list[str | None]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.counts)
 
+    @property
+    def image_id(self) -> int:
+        return self.image["image_id"]
 
-INT64_MAX = 2**63 - 1
-INT32_MAX = 2**31 - 1
+    @property
+    def width(self) -> int:
+        return self.image["width"]
+
+    @property
+    def height(self) -> int:
+        return self.image["height"]
 
 
 def _int(value: Any, what: str, limit: int = INT64_MAX) -> int:
@@ -83,6 +87,33 @@ def _numbers(value: Any, length: int, what: str) -> list[float]:
     return [_number(v, what) for v in value]
 
 
+def _typed(value: Any, column: Column, what: str) -> Any:
+    """A JSON value checked against, and converted to, its column's type."""
+    kind = column.type
+    if kind == pa.int64():
+        return _int(value, what)
+    if kind == pa.int32():
+        return _int(value, what, INT32_MAX)
+    if kind == pa.float64():
+        return _number(value, what)
+    if kind == pa.string():
+        if not isinstance(value, str):
+            raise AnnotationError(f"{what} must be a string")
+        return value
+    if column.width is not None:
+        return _numbers(value, column.width, what)
+    if column.ragged:
+        if not isinstance(value, list):
+            raise AnnotationError(f"{what} must be a list of [x, y]")
+        return [_numbers(p, 2, what) for p in value]
+    raise TypeError(f"no JSON conversion for column {column.name} of type {kind}")
+
+
+def numpy_dtype(column: Column) -> np.dtype:
+    kind = column.type.value_type if column.width is not None else column.type
+    return np.dtype(kind.to_pandas_dtype())
+
+
 def _get(obj: dict, key: str, where: str) -> Any:
     if key not in obj:
         raise AnnotationError(f"missing key {where}{key}")
@@ -95,6 +126,25 @@ def _extra(obj: dict, known: tuple[str, ...]) -> dict:
 
 def _dump(extra: dict) -> str | None:
     return orjson.dumps(extra).decode() if extra else None
+
+
+def _segmentation(ann: dict, height: int, width: int) -> tuple[int, int, bytes]:
+    seg = _get(ann, "segmentation", "")
+    if not isinstance(seg, dict):
+        raise AnnotationError("segmentation must be an object")
+    size = _get(seg, "size", "segmentation.")
+    if not isinstance(size, list) or len(size) != 2:
+        raise AnnotationError(f"segmentation.size must be [h, w], got {size!r:.40}")
+    h, w = (_int(v, "segmentation.size", INT32_MAX) for v in size)
+    if (h, w) != (height, width):
+        raise AnnotationError(
+            f"segmentation.size {h}x{w} (h x w) does not match the image {height}x{width}"
+        )
+    counts = _get(seg, "counts", "segmentation.")
+    if not isinstance(counts, str):
+        raise AnnotationError("segmentation.counts must be a string")
+    string_to_runs(counts, h, w)  # ValueError if malformed
+    return h, w, counts.encode("ascii")
 
 
 def parse_annotation_json(raw: bytes) -> ImageAnnotations:
@@ -111,85 +161,111 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
     anns = _get(doc, "annotations", "")
     if not isinstance(anns, list):
         raise AnnotationError("annotations must be a list")
-    image_id = _int(_get(image, "image_id", "image."), "image.image_id")
-    width = _int(_get(image, "width", "image."), "image.width", INT32_MAX)
-    height = _int(_get(image, "height", "image."), "image.height", INT32_MAX)
+    fields = {
+        c.name: _typed(_get(image, c.source, "image."), c, f"image.{c.source}")
+        for c in IMAGE_FIELDS
+    }
+    height, width = fields["height"], fields["width"]
     if width < 1 or height < 1:
         raise AnnotationError(f"image size {width}x{height} is not positive")
-    file_name = _get(image, "file_name", "image.")
-    if not isinstance(file_name, str):
-        raise AnnotationError("image.file_name must be a string")
     extra = _extra(doc, ("image", "annotations"))
     if image_extra := _extra(image, IMAGE_KEYS):
         extra["image"] = image_extra
 
     n = len(anns)
-    ids = np.empty(n, np.int64)
-    bbox = np.empty((n, 4), np.float64)
-    area = np.empty(n, np.int64)
-    iou = np.empty(n, np.float64)
-    stability = np.empty(n, np.float64)
-    crop = np.empty((n, 4), np.float64)
-    seg_size = np.empty((n, 2), np.int32)
+    masks = {
+        c.name: np.empty((n, c.width) if c.width else n, numpy_dtype(c))
+        for c in MASK_FIELDS
+        if not c.ragged
+    }
     point_counts = np.empty(n, np.int64)
     points: list[list[float]] = []
     strings: list[bytes] = []
     extras: list[str | None] = []
     for j, ann in enumerate(anns):
-        where = f"annotations[{j}]."
         try:
             if not isinstance(ann, dict):
                 raise AnnotationError("must be an object")
-            ids[j] = _int(_get(ann, "id", ""), "id")
-            seg = _get(ann, "segmentation", "")
-            if not isinstance(seg, dict):
-                raise AnnotationError("segmentation must be an object")
-            size = _get(seg, "size", "segmentation.")
-            if not isinstance(size, list) or len(size) != 2:
-                raise AnnotationError(f"segmentation.size must be [h, w], got {size!r:.40}")
-            h, w = (_int(v, "segmentation.size", INT32_MAX) for v in size)
-            if (h, w) != (height, width):
-                raise AnnotationError(
-                    f"segmentation.size {h}x{w} (h x w) does not match the image {height}x{width}"
-                )
-            seg_size[j] = (h, w)
-            counts = _get(seg, "counts", "segmentation.")
-            if not isinstance(counts, str):
-                raise AnnotationError("segmentation.counts must be a string")
-            string_to_runs(counts, h, w)  # ValueError if malformed
-            strings.append(counts.encode("ascii"))
-            area[j] = _int(_get(ann, "area", ""), "area")
-            bbox[j] = _numbers(_get(ann, "bbox", ""), 4, "bbox")
-            iou[j] = _number(_get(ann, "predicted_iou", ""), "predicted_iou")
-            stability[j] = _number(_get(ann, "stability_score", ""), "stability_score")
-            crop[j] = _numbers(_get(ann, "crop_box", ""), 4, "crop_box")
-            pts = _get(ann, "point_coords", "")
-            if not isinstance(pts, list):
-                raise AnnotationError("point_coords must be a list of [x, y]")
-            points.extend(_numbers(p, 2, "point_coords") for p in pts)
-            point_counts[j] = len(pts)
+            for c in PLAIN_MASK_FIELDS:
+                value = _typed(_get(ann, c.source, ""), c, c.source)
+                if c.ragged:
+                    points.extend(value)
+                    point_counts[j] = len(value)
+                else:
+                    masks[c.name][j] = value
+            masks["seg_height"][j], masks["seg_width"][j], counts = _segmentation(
+                ann, height, width
+            )
+            strings.append(counts)
             ann_extra = _extra(ann, ANNOTATION_KEYS)
-            if seg_extra := _extra(seg, SEGMENTATION_KEYS):
+            if seg_extra := _extra(ann["segmentation"], SEGMENTATION_KEYS):
                 ann_extra["segmentation"] = seg_extra
             extras.append(_dump(ann_extra))
         except (AnnotationError, ValueError) as exc:
             ann_id = ann.get("id", "?") if isinstance(ann, dict) else "?"
-            raise AnnotationError(f"{where.rstrip('.')} (id {ann_id}): {exc}") from None
+            raise AnnotationError(f"annotations[{j}] (id {ann_id}): {exc}") from None
     return ImageAnnotations(
-        image_id=image_id,
-        file_name=file_name,
-        width=width,
-        height=height,
-        extra=_dump(extra),
-        ids=ids,
-        bbox=bbox,
-        area=area,
-        predicted_iou=iou,
-        stability_score=stability,
+        image=fields,
+        masks=masks,
         point_counts=point_counts,
         points=np.array(points, np.float64).reshape(-1, 2),
-        crop_box=crop,
-        seg_size=seg_size,
         counts=strings,
+        extra=_dump(extra),
         extras=extras,
     )
+
+
+def _plain(value: Any, column: Column) -> Any:
+    """A stored value as the JSON type its column came from."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pa.Scalar):
+        return value.as_py()
+    if column.type == pa.float64():
+        return float(value)
+    if pa.types.is_integer(column.type):
+        return int(value)
+    return value
+
+
+def _put(obj: dict, path: str, value: Any) -> None:
+    """obj[a][b]... = value for a dotted path; a number indexes a list, created as needed."""
+    keys = path.split(".")
+    last = keys[-1]
+    for key, child in itertools.pairwise(keys):
+        obj = obj.setdefault(key, [] if child.isdigit() else {})
+    if last.isdigit():
+        obj.extend([None] * (int(last) + 1 - len(obj)))
+        obj[int(last)] = value
+    else:
+        obj[last] = value
+
+
+def _loads(value: str | None) -> dict[str, Any]:
+    return orjson.loads(value) if value is not None else {}
+
+
+def build_document(
+    image: Mapping[str, Any],
+    masks: Mapping[str, Sequence[Any]],
+    strings: Sequence[str],
+    image_extra: str | None,
+    mask_extras: Sequence[str | None],
+) -> dict[str, Any]:
+    """The ``sa_<N>.json`` document from stored columns (by column name), the masks' COCO
+    strings and the JSON of unknown keys: the inverse of ``parse_annotation_json``."""
+    extra = _loads(image_extra)
+    doc_image: dict[str, Any] = {}
+    for c in IMAGE_FIELDS:
+        _put(doc_image, c.source, _plain(image[c.name], c))
+    doc_image.update(extra.pop("image", {}))
+    annotations = []
+    for j, counts in enumerate(strings):
+        ann: dict[str, Any] = {}
+        for c in MASK_FIELDS:
+            _put(ann, c.source, _plain(masks[c.name][j], c))
+        more = _loads(mask_extras[j])
+        ann["segmentation"].update(counts=counts, **more.pop("segmentation", {}))
+        ann.update(more)
+        annotations.append(ann)
+    return {"image": doc_image, "annotations": annotations, **extra}

@@ -1,33 +1,25 @@
-"""The manifest: which shards a store holds, and the one atomic step that commits a shard.
+"""The manifest: which shards a store holds, with counts, sizes and checksums of every file.
 
-Only the packing process writes it, by writing a temp file, fsyncing it and renaming it over
-the old one, so a reader (or a crash) sees either the old or the new manifest, never a torn one.
-A writer holds an advisory ``flock`` on the store's lock file; the kernel drops it when the
-process dies, so a crash never leaves a stale lock behind.
+It is read and committed through the store's ``Storage`` (atomic replace locally, a new
+generation on object storage), so a reader (or a crash) sees the old or the new manifest,
+never a torn one. ``info``, ``errors`` and the file checks work from the manifest alone and
+import nothing heavy.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+import fsspec
 import orjson
 
-from ..codec.jpeg import RESIZED_QUALITY
-from .faults import crash_point
-from .format import FORMAT_NAME, FORMAT_VERSION, LOCK_FILE, MANIFEST
-from .remote import MANIFESTS_DIR, is_remote, read_remote_manifest, write_remote_manifest
+from .errors import StoreError
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PART_FILES, RESIZED_QUALITY
+from .storage import Storage, storage_for
 
-HASH_BLOCK = 1 << 22
-
-
-class StoreError(Exception):
-    """A store that is missing, locked, corrupt or of another format version."""
+__all__ = ["StoreError", "empty_manifest", "file_digest", "read_manifest", "write_manifest"]
 
 
 def empty_manifest(image_longest: int | None = None) -> dict[str, Any]:
@@ -41,88 +33,89 @@ def empty_manifest(image_longest: int | None = None) -> dict[str, Any]:
     }
 
 
-def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
-    """The committed manifest: ``manifest.json`` locally, the newest generation remotely."""
-    path = Path(root) / MANIFEST
+def read_manifest(root: str | os.PathLike | Storage) -> dict[str, Any]:
+    """The committed manifest; StoreError if there is none, or it is corrupt or of another
+    format version."""
+    storage = storage_for(root)
+    body = storage.load_manifest()
+    if body is None:
+        raise StoreError(f"{storage.url} is not a sa1b_pack store: no {MANIFEST}")
     try:
-        if is_remote(root):
-            path = f"{root}/{MANIFESTS_DIR}/"
-            manifest = read_remote_manifest(os.fspath(root))
-            if manifest is None:
-                raise FileNotFoundError(path)
-        else:
-            manifest = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise StoreError(f"{root} is not a sa1b_pack store: no {MANIFEST}") from None
+        manifest = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise StoreError(f"{path} is corrupt: {exc}") from None
+        raise StoreError(f"{storage.url}: {MANIFEST} is corrupt: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise StoreError(f"{path} is not a sa1b_pack manifest")
+        raise StoreError(f"{storage.url}: {MANIFEST} is not a sa1b_pack manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise StoreError(
-            f"{root} has store format version {manifest.get('format_version')}; this sa1b_pack "
-            f"reads version {FORMAT_VERSION}: re-pack it, or install the matching version"
+            f"{storage.url} has store format version {manifest.get('format_version')}; this "
+            f"sa1b_pack reads version {FORMAT_VERSION}: re-pack it, or install the matching version"
         )
     return manifest
 
 
-def fsync_dir(path: str | os.PathLike) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def write_manifest(root: str | os.PathLike | Storage, manifest: dict[str, Any]) -> None:
+    """Commit ``manifest`` (shards in name order) as the store's one current manifest."""
+    body = {**manifest, "shards": dict(sorted(manifest["shards"].items()))}
+    storage_for(root).save_manifest(orjson.dumps(body, option=orjson.OPT_INDENT_2))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    crash_point("manifest-written")
-    os.replace(tmp, path)
-    crash_point("manifest-replaced")
-    fsync_dir(path.parent)
+def shard_names(manifest: dict[str, Any]) -> list[str]:
+    """Committed shards in store order (by shard index)."""
+    shards = manifest["shards"]
+    return sorted(shards, key=lambda n: shards[n]["index"])
 
 
-def write_manifest(root: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Commit: replace manifest.json atomically, or write the next remote generation."""
-    if is_remote(root):
-        write_remote_manifest(os.fspath(root), manifest)
-        return
-    shards = dict(sorted(manifest["shards"].items()))
-    body = {**manifest, "shards": shards}
-    write_atomic(Path(root) / MANIFEST, orjson.dumps(body, option=orjson.OPT_INDENT_2))
-
-
-def file_digest(path: str | os.PathLike, fs: Any = None) -> dict[str, Any]:
+def file_digest(path: str | os.PathLike, fs: fsspec.AbstractFileSystem | None = None) -> dict:
     """Size and sha256 of a file (local or on an fsspec filesystem), for manifest and verify."""
-    digest = hashlib.sha256()
-    size = 0
     with fs.open(path, "rb") if fs is not None else open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-            size += len(block)
-    return {"bytes": size, "sha256": digest.hexdigest()}
+        digest = hashlib.file_digest(f, "sha256")
+        return {"bytes": f.tell(), "sha256": digest.hexdigest()}
 
 
-@contextmanager
-def writer_lock(root: str | os.PathLike) -> Iterator[None]:
-    """Exclusive right to pack into a store; StoreError at once if another process has it."""
-    path = Path(root) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise StoreError(
-                f"{root} is being packed by pid {holder}; wait for it to finish"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)
+def check_files(storage: Storage, name: str, entry: dict[str, Any]) -> list[str]:
+    """Problems of a committed part's files against its manifest entry: listed, present, of
+    the listed size and sha256. Empty if the part's files are exactly what was committed."""
+    folder = storage.part_path(name, entry)
+    problems = []
+    for f in PART_FILES:
+        path = f"{folder}/{f}"
+        want = entry["files"].get(f)
+        if want is None:
+            problems.append(f"{name}: {f}: not listed in the manifest")
+        elif not storage.fs.isfile(path):
+            problems.append(f"{name}: {f}: missing")
+        elif (size := storage.fs.size(path)) != want["bytes"]:
+            problems.append(f"{name}: {f}: {size} bytes, the manifest says {want['bytes']}")
+        elif file_digest(path, storage.fs)["sha256"] != want["sha256"]:
+            problems.append(f"{name}: {f}: sha256 differs from the manifest (content changed)")
+    return problems
+
+
+def left_out(manifest: dict[str, Any]) -> list[dict[str, str]]:
+    """What packing left out, per committed shard: bad samples skipped (``kind`` "error",
+    with ``--on-error skip``) and stray or unpaired members (``kind`` "skipped")."""
+    rows = []
+    for name in shard_names(manifest):
+        entry = manifest["shards"][name]
+        for kind, key in (("error", "errors"), ("skipped", "skipped_members")):
+            for member, reason in entry.get(key, []):
+                rows.append({"shard": name, "member": member, "kind": kind, "reason": reason})
+    return rows
+
+
+def summary(manifest: dict[str, Any], url: str) -> dict[str, Any]:
+    """Shards, images, masks, bytes and format version, from the manifest alone."""
+    entries = [manifest["shards"][n] for n in shard_names(manifest)]
+    return {
+        "root": url,
+        "format_version": manifest["format_version"],
+        "image_longest": manifest.get("image_longest"),
+        "shards": len(entries),
+        "images": sum(e["images"] for e in entries),
+        "masks": sum(e["masks"] for e in entries),
+        "store_bytes": sum(f["bytes"] for e in entries for f in e["files"].values()),
+        "source_bytes": sum(e["source"]["bytes"] for e in entries),
+        "skipped_members": sum(len(e["skipped_members"]) for e in entries),
+        "errors": sum(len(e.get("errors", [])) for e in entries),
+    }

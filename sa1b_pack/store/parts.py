@@ -1,28 +1,73 @@
-"""A committed part, memory-mapped: its Arrow tables and payloads as read-only numpy views.
+"""Reading one committed part: the protocol every backend's part implements, and the local,
+memory-mapped one.
 
-Opening checks what is cheap to check (file sizes against the manifest, Arrow structure), so
-a truncated or structurally corrupt part is a clear StoreError on open, never a crash later.
+A part hands out per-image columns whole (``images``), per-mask columns whole
+(``mask_column``, for filters over a shard) or for a row range (``mask_rows``, one sample's
+masks), payload byte ranges (``payload``) and COCO strings (``strings``). ``Sample``, the
+training index and ``verify`` are written once against this; ``ranged.RangePart`` implements
+it with byte-range requests on object storage. Numeric columns are numpy arrays, strings
+Arrow arrays, and the ragged ``point_coords`` an (offsets, (n, 2) values) pair.
+
+Opening a mapped part checks what is cheap (sizes against the manifest, Arrow structure,
+every offset inside its payload), so a truncated or corrupt part is a clear StoreError on
+open, never a crash later.
 """
 
 from __future__ import annotations
 
 import mmap
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 
+from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS, TABLES, Column
+from .errors import StoreError
 from .format import (
     ANNOTATIONS_ARROW,
-    BYTES_DTYPE,
     COUNTS_PAYLOAD,
     IMAGES_ARROW,
-    JPEG_PAYLOAD,
-    PARTS_DIR,
-    RESIZED_PAYLOAD,
+    PAYLOAD_SPANS,
+    PAYLOADS,
 )
-from .manifest import StoreError
+
+Columns = Mapping[str, Any]
+
+
+class Part(Protocol):
+    name: str
+    images: Columns  # every per-image column, whole
+
+    def mask_column(self, name: str) -> np.ndarray: ...
+
+    def mask_rows(self, lo: int, n: int) -> Columns: ...
+
+    def payload(self, file: str, start: int, size: int) -> np.ndarray: ...
+
+    def strings(self, offsets: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def _array(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def column_values(array: pa.Array, column: Column) -> Any:
+    """A column as readers hold it: a numpy view (zero-copy where Arrow allows), an Arrow
+    string array, or (offsets, (n, 2) values) for the ragged points."""
+    if column.ragged:
+        return array.offsets.to_numpy(), array.values.flatten().to_numpy().reshape(-1, 2)
+    if column.width is not None:
+        return array.flatten().to_numpy().reshape(-1, column.width)
+    if not column.numeric:
+        return array
+    return array.to_numpy()
+
+
+def table_columns(table: pa.Table, columns: tuple[Column, ...]) -> dict[str, Any]:
+    return {c.name: column_values(_array(table, c.name), c) for c in columns}
 
 
 def _read_arrow(path: Path) -> pa.Table:
@@ -34,39 +79,35 @@ def _read_arrow(path: Path) -> pa.Table:
         raise StoreError(f"cannot read {path}: {exc}") from None
 
 
-def _check_spans(folder: Path, what: str, starts: np.ndarray, sizes: np.ndarray, end: int) -> None:
-    """Every [start, start + size) inside [0, end): a bad offset is an error on open."""
-    if len(starts) and int((starts.astype(np.uint64) + sizes.astype(np.uint64)).max()) > end:
-        raise StoreError(f"{folder}: {what} point past the end of their payload: corrupt store")
-
-
-def _column(table: pa.Table, name: str) -> pa.Array:
-    col = table.column(name)
-    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
-
-
-def _numpy(table: pa.Table, name: str, width: int | None = None) -> np.ndarray:
-    arr = _column(table, name)
-    if width is not None:
-        return arr.flatten().to_numpy(zero_copy_only=True).reshape(-1, width)
-    return arr.to_numpy(zero_copy_only=True)
-
-
-def _payload(path: Path, dtype: np.dtype, expected: int) -> np.ndarray:
+def _payload(path: Path, expected: int) -> np.ndarray:
     size = path.stat().st_size if path.exists() else -1
-    if size != expected * dtype.itemsize:
-        raise StoreError(f"{path} has {size} bytes, the manifest says {expected * dtype.itemsize}")
+    if size != expected:
+        raise StoreError(f"{path} has {size} bytes, the manifest says {expected}")
     if expected == 0:
-        return np.empty(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r")
+        return np.empty(0, np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
+def check_spans(where: str, tables: Mapping[str, Columns], sizes: Mapping[str, int]) -> None:
+    """Every payload span and every image's mask rows lie inside what they point into."""
+    for file, table, offset, size in PAYLOAD_SPANS:
+        _check_span(where, f"{file} offsets", tables[table][offset], tables[table][size],
+                    sizes[file])  # fmt: skip
+    masks = len(tables["annotations"]["id"])
+    images = tables["images"]
+    _check_span(where, "mask rows", images["mask_start"], images["mask_count"], masks)
+
+
+def _check_span(where: str, what: str, starts: np.ndarray, sizes: np.ndarray, end: int) -> None:
+    if len(starts) and int((starts.astype(np.uint64) + sizes.astype(np.uint64)).max()) > end:
+        raise StoreError(f"{where}: {what} point past the end: corrupt store")
 
 
 def prefetch(payload: np.ndarray, start: int, size: int) -> None:
     """Ask the kernel to read a byte range of a mapped payload in one go (MADV_WILLNEED).
 
     Cold, a decoder touching a memory-mapped JPEG faults it in page by page; advising the
-    range first saved ~1.8 ms of ~11.8 ms per cold 1500 px JPEG here. Warm it is one cheap
-    syscall.
+    range first lets the kernel read it in one request. Warm it is one cheap syscall.
     """
     mapped = getattr(payload, "_mmap", None)
     if mapped is None or size <= 0:
@@ -75,46 +116,56 @@ def prefetch(payload: np.ndarray, start: int, size: int) -> None:
     mapped.madvise(mmap.MADV_WILLNEED, first, start + size - first)
 
 
-class Part:
-    """One committed shard, memory-mapped: per-image and per-mask columns as numpy views."""
+class _Rows(Mapping):
+    """Rows [lo, lo + n) of mapped per-mask columns, sliced on access (views, no copies)."""
 
-    def __init__(self, root: Path, name: str, entry: dict[str, Any]) -> None:
-        folder = root / PARTS_DIR / name
+    __slots__ = ("_columns", "_hi", "_lo")
+
+    def __init__(self, columns: dict[str, Any], lo: int, n: int) -> None:
+        self._columns, self._lo, self._hi = columns, lo, lo + n
+
+    def __getitem__(self, name: str) -> Any:
+        values = self._columns[name]
+        if isinstance(values, tuple):  # ragged: offsets of these rows into all the values
+            offsets, points = values
+            return offsets[self._lo : self._hi + 1], points
+        return values[self._lo : self._hi]
+
+    def __iter__(self):
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
+
+
+class MappedPart:
+    """A part in a local folder: tables and payloads memory-mapped, columns as views."""
+
+    def __init__(self, folder: Path, name: str, entry: dict[str, Any]) -> None:
         self.name = name
-        self.images = _read_arrow(folder / IMAGES_ARROW)
-        self.annotations = _read_arrow(folder / ANNOTATIONS_ARROW)
-        if self.images.num_rows != entry["images"] or self.annotations.num_rows != entry["masks"]:
+        files = {"images": IMAGES_ARROW, "annotations": ANNOTATIONS_ARROW}
+        tables = {table: _read_arrow(folder / files[table]) for table in TABLES}
+        if (tables["images"].num_rows, tables["annotations"].num_rows) != (
+            entry["images"],
+            entry["masks"],
+        ):
             raise StoreError(f"{folder}: table rows disagree with the manifest")
-        self.jpeg = _payload(folder / JPEG_PAYLOAD, BYTES_DTYPE, entry["jpeg_bytes"])
-        self.counts = _payload(folder / COUNTS_PAYLOAD, BYTES_DTYPE, entry["counts_bytes"])
-        self.resized = _payload(folder / RESIZED_PAYLOAD, BYTES_DTYPE, entry["resized_bytes"])
-        img = self.images
-        self.image_id = _numpy(img, "image_id")
-        self.width = _numpy(img, "width")
-        self.height = _numpy(img, "height")
-        self.jpeg_offset = _numpy(img, "jpeg_offset")
-        self.jpeg_size = _numpy(img, "jpeg_size")
-        self.mask_start = _numpy(img, "mask_start")
-        self.mask_count = _numpy(img, "mask_count")
-        self.resized_offset = _numpy(img, "resized_offset")
-        self.resized_size = _numpy(img, "resized_size")
-        self.file_name = _column(img, "file_name")
-        ann = self.annotations
-        self.ids = _numpy(ann, "id")
-        self.bbox = _numpy(ann, "bbox", 4)
-        self.area = _numpy(ann, "area")
-        self.predicted_iou = _numpy(ann, "predicted_iou")
-        self.stability_score = _numpy(ann, "stability_score")
-        self.crop_box = _numpy(ann, "crop_box", 4)
-        points = _column(ann, "point_coords")
-        self.point_offsets = points.offsets.to_numpy(zero_copy_only=True)
-        self.points = points.values.flatten().to_numpy(zero_copy_only=True).reshape(-1, 2)
-        self.counts_offset = _numpy(ann, "counts_offset")
-        self.counts_size = _numpy(ann, "counts_size")
-        self.image_extra = _column(img, "extra")
-        self.mask_extra = _column(ann, "extra")
-        _check_spans(folder, "JPEG offsets", self.jpeg_offset, self.jpeg_size, len(self.jpeg))
-        _check_spans(folder, "mask offsets", self.counts_offset, self.counts_size, len(self.counts))
-        _check_spans(folder, "resized JPEG offsets", self.resized_offset, self.resized_size,
-                     len(self.resized))  # fmt: skip
-        _check_spans(folder, "mask rows", self.mask_start, self.mask_count, len(self.ids))
+        self.images = table_columns(tables["images"], IMAGE_COLUMNS)
+        self._masks = table_columns(tables["annotations"], MASK_COLUMNS)
+        self._payloads = {f: _payload(folder / f, entry[key]) for f, key in PAYLOADS.items()}
+        sizes = {f: len(data) for f, data in self._payloads.items()}
+        check_spans(str(folder), {"images": self.images, "annotations": self._masks}, sizes)
+
+    def mask_column(self, name: str) -> np.ndarray:
+        return self._masks[name]
+
+    def mask_rows(self, lo: int, n: int) -> Columns:
+        return _Rows(self._masks, lo, n)
+
+    def payload(self, file: str, start: int, size: int) -> np.ndarray:
+        data = self._payloads[file]
+        prefetch(data, start, size)
+        return data[start : start + size]
+
+    def strings(self, offsets: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(self._payloads[COUNTS_PAYLOAD]), offsets

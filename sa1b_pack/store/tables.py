@@ -1,4 +1,8 @@
-"""A shard's collected records -> the images and annotations tables, as Parquet and Arrow IPC."""
+"""A shard's collected records -> the images and annotations tables, as Parquet and Arrow IPC.
+
+Both tables are built by looping over the column list (source/columns.py): copied columns
+come from the parsed annotations, layout columns from where the packer put the payloads.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..source.annotation import ImageAnnotations
-from .format import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
+from ..source.annotation import ImageAnnotations, numpy_dtype
+from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, schema
+from .format import FORMAT_VERSION
 
 PARQUET_ROW_GROUP = 1 << 13  # ~80 SA-1B images: one remote read fetches a sample's masks
+IMAGES_SCHEMA = schema(IMAGE_COLUMNS, FORMAT_VERSION)
+ANNOTATIONS_SCHEMA = schema(MASK_COLUMNS, FORMAT_VERSION)
 
 
 @dataclass
@@ -34,8 +41,25 @@ class JsonRecord:
     counts_offsets: np.ndarray
 
 
-def _box_array(values: np.ndarray) -> pa.Array:
-    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float64()), 4)
+def _arrow(values: Any, column: Column) -> pa.Array:
+    if column.width is not None:
+        flat = pa.array(np.asarray(values).reshape(-1), column.type.value_type)
+        return pa.FixedSizeListArray.from_arrays(flat, column.width)
+    if column.ragged:
+        offsets, points = values
+        inner = pa.FixedSizeListArray.from_arrays(pa.array(points.reshape(-1), pa.float64()), 2)
+        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), inner)
+    return pa.array(values, column.type)
+
+
+def _table(columns: tuple[Column, ...], values: dict[str, Any], table_schema: pa.Schema):
+    return pa.table({c.name: _arrow(values[c.name], c) for c in columns}, schema=table_schema)
+
+
+def _concat(anns: list[ImageAnnotations], column: Column) -> np.ndarray:
+    parts = [a.masks[column.name] for a in anns]
+    empty = np.empty((0, column.width) if column.width else 0, numpy_dtype(column))
+    return np.concatenate(parts) if parts else empty
 
 
 def build_tables(
@@ -43,64 +67,35 @@ def build_tables(
 ) -> tuple[pa.Table, pa.Table]:
     anns = [jsons[k].ann for k in order]
     counts = np.array([len(a) for a in anns], np.int64)
-    starts = (np.cumsum(counts) - counts).astype(np.uint64)
-    images = pa.table(
-        {
-            "image_id": pa.array([a.image_id for a in anns], pa.int64()),
-            "file_name": pa.array([a.file_name for a in anns], pa.string()),
-            "width": pa.array([a.width for a in anns], pa.int32()),
-            "height": pa.array([a.height for a in anns], pa.int32()),
-            "jpeg_offset": pa.array([jpegs[k].offset for k in order], pa.uint64()),
-            "jpeg_size": pa.array([jpegs[k].size for k in order], pa.uint64()),
-            "mask_start": pa.array(starts, pa.uint64()),
-            "mask_count": pa.array(counts, pa.uint32()),
-            **{
-                name: pa.array([jpegs[k].resized[c] for k in order], IMAGES_SCHEMA.field(name).type)
-                for c, name in enumerate(
-                    ("resized_offset", "resized_size", "resized_width", "resized_height")
-                )
-            },
-            "jpeg_member": pa.array([jpegs[k].member for k in order], pa.string()),
-            "json_member": pa.array([jsons[k].member for k in order], pa.string()),
-            "extra": pa.array([a.extra for a in anns], pa.string()),
-        },
-        schema=IMAGES_SCHEMA,
+    resized = np.array([jpegs[k].resized for k in order], np.int64).reshape(-1, 4)
+    images: dict[str, Any] = {
+        **{c.name: [a.image[c.name] for a in anns] for c in IMAGE_COLUMNS if c.source},
+        "jpeg_offset": [jpegs[k].offset for k in order],
+        "jpeg_size": [jpegs[k].size for k in order],
+        "mask_start": np.cumsum(counts) - counts,
+        "mask_count": counts,
+        "resized_offset": resized[:, 0],
+        "resized_size": resized[:, 1],
+        "resized_width": resized[:, 2],
+        "resized_height": resized[:, 3],
+        "jpeg_member": [jpegs[k].member for k in order],
+        "json_member": [jsons[k].member for k in order],
+        "extra": [a.extra for a in anns],
+    }
+    point_counts = np.concatenate([a.point_counts for a in anns] or [[]]).astype(np.int64)
+    points = np.concatenate([a.points for a in anns] or [np.empty((0, 2))])
+    masks: dict[str, Any] = {
+        **{c.name: _concat(anns, c) for c in MASK_COLUMNS if c.source and not c.ragged},
+        "image_id": np.repeat([a.image_id for a in anns], counts).astype(np.int64),
+        "point_coords": (np.concatenate([[0], np.cumsum(point_counts)]), points),
+        "counts_offset": np.concatenate([jsons[k].counts_offsets for k in order] or [[]]),
+        "counts_size": [len(c) for a in anns for c in a.counts],
+        "extra": [v for a in anns for v in a.extras],
+    }
+    return (
+        _table(IMAGE_COLUMNS, images, IMAGES_SCHEMA),
+        _table(MASK_COLUMNS, masks, ANNOTATIONS_SCHEMA),
     )
-
-    def cat(name: str, dtype: Any, width: int | None = None) -> np.ndarray:
-        parts = [getattr(a, name) for a in anns]
-        empty = np.empty((0,) if width is None else (0, width), dtype)
-        return np.concatenate(parts).astype(dtype, copy=False) if parts else empty
-
-    point_counts = cat("point_counts", np.int64)
-    point_offsets = np.concatenate([[0], np.cumsum(point_counts)]).astype(np.int32)
-    points = cat("points", np.float64, 2)
-    seg_size = cat("seg_size", np.int32, 2)
-    counts_sizes = [len(c) for a in anns for c in a.counts]
-    annotations = pa.table(
-        {
-            "image_id": pa.array(np.repeat([a.image_id for a in anns], counts), pa.int64()),
-            "id": pa.array(cat("ids", np.int64), pa.int64()),
-            "bbox": _box_array(cat("bbox", np.float64, 4)),
-            "area": pa.array(cat("area", np.int64), pa.int64()),
-            "predicted_iou": pa.array(cat("predicted_iou", np.float64), pa.float64()),
-            "stability_score": pa.array(cat("stability_score", np.float64), pa.float64()),
-            "point_coords": pa.ListArray.from_arrays(
-                pa.array(point_offsets, pa.int32()),
-                pa.FixedSizeListArray.from_arrays(pa.array(points.reshape(-1), pa.float64()), 2),
-            ),
-            "crop_box": _box_array(cat("crop_box", np.float64, 4)),
-            "seg_height": pa.array(seg_size[:, 0], pa.int32()),
-            "seg_width": pa.array(seg_size[:, 1], pa.int32()),
-            "counts_offset": pa.array(
-                np.concatenate([jsons[k].counts_offsets for k in order] or [[]]), pa.uint64()
-            ),
-            "counts_size": pa.array(counts_sizes, pa.uint32()),
-            "extra": pa.array([v for a in anns for v in a.extras], pa.string()),
-        },
-        schema=ANNOTATIONS_SCHEMA,
-    )
-    return images, annotations
 
 
 def write_table(table: pa.Table, parquet: Path, arrow: Path) -> None:

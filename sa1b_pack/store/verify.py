@@ -1,31 +1,37 @@
 """verify: is a store exactly what its manifest says, and (with the tars) what the source says?
 
-Per shard: every file's size and sha256 against the manifest; the tables against the manifest
-counts and against each other (Parquet == Arrow IPC); every offset inside its payload; every
-mask string well-formed and summing to h * w; every JPEG header agreeing with the table.
-With ``source``, a sample of images (or all) is compared with the tar: JPEG bytes and the
-rebuilt annotation JSON, field for field. Each problem is one line naming shard and file.
+Per shard: every file's size and sha256 against the manifest; the tables against the format's
+schema, the manifest counts and each other (Parquet == Arrow IPC); every offset inside its
+payload; every mask string well-formed and summing to h * w; every JPEG header agreeing with
+the table. With ``source``, a sample of images (or all) is compared with the tar: JPEG bytes
+and the rebuilt annotation JSON, field for field. Each problem is one line naming shard and
+file. Written once over the storage seam and the part protocol: local and remote alike.
 """
 
 from __future__ import annotations
 
 import os
 import zlib
-from pathlib import Path
 
-import fsspec
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import simplejpeg
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from ..codec import rle as mask_codec
-from ..source.shards import ShardError, iter_members
-from .format import ANNOTATIONS_PARQUET, IMAGES_PARQUET, PART_FILES, PARTS_DIR
-from .manifest import StoreError, file_digest, read_manifest
-from .reader import Store, source_document
+from ..source.columns import TABLES
+from ..source.shards import ShardError, iter_members, source_fs
+from .errors import StoreError
+from .format import FORMAT_VERSION, JPEG_PAYLOAD, PAYLOADS, TABLE_FILES
+from .manifest import check_files, read_manifest, shard_names
+from .parts import Columns, Part, check_spans, table_columns
+from .reader import Store
+from .tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
+
+SCHEMAS = {"images": IMAGES_SCHEMA, "annotations": ANNOTATIONS_SCHEMA}
 
 
 def verify(
@@ -39,10 +45,9 @@ def verify(
     """Problems found in the store (empty if none). ``sample`` is the share of images compared
     with the tars, chosen by a hash of the image id so repeated runs check the same ones."""
     try:
-        manifest = read_manifest(root)
+        names = shard_names(read_manifest(root))
     except StoreError as exc:
         return [str(exc)]
-    names = sorted(manifest["shards"], key=lambda n: manifest["shards"][n]["index"])
     runs = Parallel(n_jobs=max(1, jobs), return_as="generator")(
         delayed(verify_shard)(root, name, source, sample) for name in names
     )
@@ -56,66 +61,73 @@ def verify_shard(
     root: str | os.PathLike, name: str, source: str | os.PathLike | None, sample: float
 ) -> list[str]:
     """Problems of one shard; stops at the first layer that fails (files, then contents)."""
-    entry = read_manifest(root)["shards"][name]
-    fs, base = fsspec.core.url_to_fs(os.fspath(root))
-    folder = f"{base}/{entry.get('path', f'{PARTS_DIR}/{name}')}"
-    problems = _check_files(fs, folder, name, entry)
+    store = Store(root)
+    problems = check_files(store.storage, name, store.manifest["shards"][name])
     if problems:
         return problems
     try:
-        store = Store(root)
-        part = store.part(store.shards.index(name))
-        if not store.remote:  # the table layer reads the mapped part; remote: files + source
-            problems = _check_tables(Path(folder), name, part)
+        p = store.shards.index(name)
+        problems = _check_tables(store, name, store.part(p))
     except StoreError as exc:
         return [f"{name}: {exc}"]
     if not problems and source is not None:
-        problems = _check_source(store, name, os.fspath(source), sample)
+        problems = _check_source(store, p, os.fspath(source), sample)
     return problems
 
 
-def _check_files(fs: fsspec.AbstractFileSystem, folder: str, name: str, entry: dict) -> list[str]:
-    problems = []
-    for f in PART_FILES:
-        path = f"{folder}/{f}"
-        want = entry["files"].get(f)
-        if want is None:
-            problems.append(f"{name}: {f}: not listed in the manifest")
-        elif not fs.isfile(path):
-            problems.append(f"{name}: {f}: missing")
-        elif (size := fs.size(path)) != want["bytes"]:
-            problems.append(f"{name}: {f}: {size} bytes, the manifest says {want['bytes']}")
-        elif file_digest(path, fs)["sha256"] != want["sha256"]:
-            problems.append(f"{name}: {f}: sha256 differs from the manifest (content changed)")
-    return problems
-
-
-def _check_tables(folder: Path, name: str, part) -> list[str]:
-    problems = []
-    for parquet, arrow in ((IMAGES_PARQUET, part.images), (ANNOTATIONS_PARQUET, part.annotations)):
-        if not pq.read_table(folder / parquet).equals(arrow):
+def _read_tables(store: Store, name: str) -> tuple[dict[str, pa.Table], list[str]]:
+    """Each table's Arrow IPC copy, and the problems of both copies against the format."""
+    folder = store.storage.part_path(name, store.manifest["shards"][name])
+    fs, tables, problems = store.storage.fs, {}, []
+    for table, (parquet, arrow) in TABLE_FILES.items():
+        with fs.open(f"{folder}/{arrow}", "rb") as f:
+            tables[table] = pa.ipc.open_file(f).read_all()
+        with fs.open(f"{folder}/{parquet}", "rb") as f:
+            analysis = pq.read_table(f)
+        if not tables[table].schema.equals(SCHEMAS[table]):
+            problems.append(f"{name}: {arrow}: schema is not format version {FORMAT_VERSION}'s")
+        if not analysis.equals(tables[table]):
             problems.append(f"{name}: {parquet}: differs from its Arrow IPC copy")
-    starts = np.concatenate([[0], np.cumsum(part.mask_count, dtype=np.uint64)[:-1]])
-    if len(starts) and not np.array_equal(part.mask_start, starts[: len(part.mask_start)]):
+    return tables, problems
+
+
+def _check_tables(store: Store, name: str, part: Part) -> list[str]:
+    entry = store.manifest["shards"][name]
+    tables, problems = _read_tables(store, name)
+    if problems:
+        return problems
+    columns = {t: table_columns(tables[t], TABLES[t]) for t in TABLES}
+    check_spans(name, columns, {f: entry[key] for f, key in PAYLOADS.items()})
+    images, masks = columns["images"], columns["annotations"]
+    count = images["mask_count"]
+    starts = np.concatenate([[0], np.cumsum(count, dtype=np.uint64)[:-1]])
+    if len(starts) and not np.array_equal(images["mask_start"], starts[: len(count)]):
         problems.append(f"{name}: images: mask_start is not the running sum of mask_count")
-    if int(part.mask_count.sum()) != len(part.ids):
-        problems.append(f"{name}: images: mask counts sum to {part.mask_count.sum()}, "
-                        f"annotations has {len(part.ids)} rows")  # fmt: skip
-    for local in range(len(part.image_id)):
-        image_id, h, w = int(part.image_id[local]), int(part.height[local]), int(part.width[local])
-        lo, n = int(part.mask_start[local]), int(part.mask_count[local])
-        start, size = int(part.jpeg_offset[local]), int(part.jpeg_size[local])
+    if int(count.sum()) != len(masks["id"]):
+        problems.append(f"{name}: images: mask counts sum to {count.sum()}, "
+                        f"annotations has {len(masks['id'])} rows")  # fmt: skip
+        return problems
+    return problems + _check_payloads(name, images, masks, part)
+
+
+def _check_payloads(name: str, images: Columns, masks: Columns, part: Part) -> list[str]:
+    """Every JPEG header against the table, every mask string well-formed."""
+    problems = []
+    data, offsets = part.strings(masks["counts_offset"], masks["counts_size"])
+    for local, image_id in enumerate(images["image_id"].tolist()):
+        h, w = int(images["height"][local]), int(images["width"][local])
+        start, size = int(images["jpeg_offset"][local]), int(images["jpeg_size"][local])
         try:
-            jh, jw, _, _ = simplejpeg.decode_jpeg_header(part.jpeg[start : start + size])
+            jh, jw, _, _ = simplejpeg.decode_jpeg_header(part.payload(JPEG_PAYLOAD, start, size))
         except ValueError as exc:
             problems.append(f"{name}: jpeg.bin: image {image_id}: unreadable JPEG header ({exc})")
             continue
         if (jh, jw) != (h, w):
             problems.append(f"{name}: jpeg.bin: image {image_id}: JPEG is {jw}x{jh}, table {w}x{h}")
+        lo, n = int(images["mask_start"][local]), int(images["mask_count"][local])
         try:
-            mask_codec.parse_strings(
-                part.counts, part.counts_offset[lo : lo + n], part.counts_size[lo : lo + n], h, w
-            )
+            mask_codec.parse_strings(data, offsets[lo : lo + n],
+                                     masks["counts_size"][lo : lo + n], h, w)  # fmt: skip
         except ValueError as exc:
             problems.append(f"{name}: counts.bin: image {image_id}: {exc}")
     return problems
@@ -125,15 +137,14 @@ def _chosen(image_id: int, share: float) -> bool:
     return share >= 1.0 or zlib.crc32(str(image_id).encode()) < share * 2**32
 
 
-def _check_source(store: Store, name: str, source: str, share: float) -> list[str]:
+def _check_source(store: Store, p: int, source: str, share: float) -> list[str]:
+    name = store.shards[p]
     tar = f"{source.rstrip('/')}/{name}.tar"
-    fs, path = fsspec.core.url_to_fs(tar)
+    fs, path = source_fs(tar)
     if not fs.isfile(path):
         return [f"{name}: source {tar} not found"]
-    p = store.shards.index(name)
-    part = store.part(p)
-    local = {int(i): k for k, i in enumerate(part.image_id)}
-    offset = int(store._spanner.starts[p])
+    local = {int(i): k for k, i in enumerate(store.part(p).images["image_id"])}
+    offset = store.part_start(p)
     problems, seen = [], set()
     try:
         for member in iter_members(tar, f"{name}.tar"):
@@ -146,7 +157,7 @@ def _check_source(store: Store, name: str, source: str, share: float) -> list[st
             seen.add((image_id, member.kind))
             if member.kind == "jpg" and bytes(s.jpeg) != member.data:
                 problems.append(f"{name}: {member.name}: JPEG bytes differ from the store")
-            if member.kind == "json" and source_document(s) != orjson.loads(member.data):
+            if member.kind == "json" and s.document() != orjson.loads(member.data):
                 problems.append(f"{name}: {member.name}: annotations differ from the store")
     except ShardError as exc:
         return [f"{name}: source: {exc}"]

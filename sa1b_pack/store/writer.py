@@ -1,4 +1,4 @@
-"""One shard -> one complete part folder, written in a temp folder and renamed into place.
+"""One shard -> one complete part, written in a staging folder and published by the storage.
 
 Members are paired by key across the whole shard: JPEG bytes and mask strings go to the payload
 files the moment their member is read, and only small per-image records stay in memory until
@@ -9,8 +9,6 @@ listing it in the manifest.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,17 +22,15 @@ from ..source.annotation import AnnotationError, parse_annotation_json
 from ..source.shards import Member, ShardError, iter_members, shard_name, source_size
 from .faults import crash_point
 from .format import (
-    ANNOTATIONS_ARROW,
-    ANNOTATIONS_PARQUET,
     COUNTS_PAYLOAD,
-    IMAGES_ARROW,
-    IMAGES_PARQUET,
     JPEG_PAYLOAD,
     PART_FILES,
-    PARTS_DIR,
     RESIZED_PAYLOAD,
+    RESIZED_QUALITY,
+    TABLE_FILES,
 )
-from .manifest import file_digest, fsync_dir
+from .manifest import file_digest
+from .storage import Storage
 from .tables import JpegRecord, JsonRecord, build_tables, write_table
 
 ON_ERROR = ("fail", "skip")
@@ -80,12 +76,14 @@ class _PayloadFile:
 def write_part(
     tar_path: str | os.PathLike,
     index: int,
-    dst: str | os.PathLike,
+    storage: Storage,
     progress: Callable[[int], None] | None = None,
     image_longest: int | None = None,
     on_error: str = "fail",
 ) -> PartResult:
-    """Pack shard ``index`` into ``dst/parts/sa_NNNNNN``; ShardError (nothing left) if bad.
+    """Pack shard ``index`` into a part of ``storage``, written in a staging folder and
+    published (not yet committed: the caller lists it in the manifest); ShardError, with
+    nothing left behind, if the shard is bad.
 
     ``image_longest`` also stores each image resized to that longest side (SAM's shape),
     re-encoded at RESIZED_QUALITY, for training stores that never need the full size.
@@ -95,24 +93,10 @@ def write_part(
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     name = shard_name(index)
-    parts = Path(dst) / PARTS_DIR
-    parts.mkdir(parents=True, exist_ok=True)
-    tmp = parts / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        result = _fill_part(os.fspath(tar_path), name, tmp, progress, image_longest, on_error)
-        final = parts / name
-        if final.exists():  # an uncommitted leftover of a killed run: never listed, safe to drop
-            shutil.rmtree(final)
-        fsync_dir(tmp)
-        crash_point("part-written")
-        os.rename(tmp, final)
-        fsync_dir(parts)
-        crash_point("part-renamed")
-        return result
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with storage.staging(name) as folder:
+        result = _fill_part(os.fspath(tar_path), name, folder, progress, image_longest, on_error)
+        result.entry.update(storage.publish(folder, name))
+    return result
 
 
 class _Shard:
@@ -159,7 +143,7 @@ class _Shard:
         small = b""
         if self.image_longest:
             pixels = resize_longest(data, height, width, self.image_longest)
-            small = encode_jpeg(pixels)
+            small = encode_jpeg(pixels, RESIZED_QUALITY)
         jpeg = JpegRecord(name, self.jpeg_file.append(data), len(data), width, height)
         if small:
             where = self.resized_file.append(small)
@@ -218,8 +202,8 @@ def _fill_part(
         collected.close()
     order = collected.samples()
     images, annotations = build_tables(order, collected.jpegs, collected.jsons)
-    write_table(images, tmp / IMAGES_PARQUET, tmp / IMAGES_ARROW)
-    write_table(annotations, tmp / ANNOTATIONS_PARQUET, tmp / ANNOTATIONS_ARROW)
+    for table, (parquet, arrow) in zip((images, annotations), TABLE_FILES.values(), strict=True):
+        write_table(table, tmp / parquet, tmp / arrow)
     entry = {
         "index": int(name[3:]),
         "source": {"file": shard, "bytes": source_size(tar_path)},

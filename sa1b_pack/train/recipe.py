@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..codec.geometry import resize_longest_shape
 from ..codec.jpeg import decode_image, decode_resized
-from ..codec.rle import resize_longest_shape
 from ..store.reader import Store
 
 SAMPLING = ("random", "largest", "all")
@@ -60,15 +60,14 @@ def eligible_images(store: Store, recipe: Recipe) -> np.ndarray:
     Images left with no mask are skipped here, at index time, so ``len`` is honest.
     """
     chosen = []
-    offset = 0
     for p in range(len(store.shards)):
         part = store.part(p)
-        ok = recipe.passing(part.predicted_iou, part.stability_score, part.area)
+        filters = (part.mask_column(c) for c in ("predicted_iou", "stability_score", "area"))
+        ok = recipe.passing(*filters)
         running = np.concatenate([[0], np.cumsum(ok, dtype=np.int64)])
-        start = part.mask_start.astype(np.int64)
-        passing = running[start + part.mask_count] - running[start]
-        chosen.append(offset + np.flatnonzero(passing > 0))
-        offset += len(part.image_id)
+        start = part.images["mask_start"].astype(np.int64)
+        passing = running[start + part.images["mask_count"]] - running[start]
+        chosen.append(store.part_start(p) + np.flatnonzero(passing > 0))
     return np.concatenate(chosen) if chosen else np.empty(0, np.int64)
 
 

@@ -9,8 +9,8 @@ import pytest
 import simplejpeg
 
 from sa1b_pack import StoreError, open_store, pack
+from sa1b_pack.codec.geometry import resize_longest_shape
 from sa1b_pack.codec.jpeg import decode_image, decode_resized, encode_jpeg, resize_longest
-from sa1b_pack.codec.rle import resize_longest_shape
 from sa1b_pack.train.recipe import Recipe, training_sample
 
 

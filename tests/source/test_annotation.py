@@ -37,22 +37,25 @@ def test_valid_document(doc: dict) -> None:
     parsed = parse(doc)
     anns = doc["annotations"]
     image = doc["image"]
-    assert (parsed.image_id, parsed.file_name, parsed.width, parsed.height) == (
+    assert tuple(parsed.image[k] for k in ("image_id", "file_name", "width", "height")) == (
         image["image_id"],
         image["file_name"],
         image["width"],
         image["height"],
     )
     assert len(parsed) == len(anns) and parsed.extra is None
-    np.testing.assert_array_equal(parsed.ids, [a["id"] for a in anns])
-    np.testing.assert_array_equal(parsed.area, [a["area"] for a in anns])
-    assert parsed.bbox.tobytes() == np.array([a["bbox"] for a in anns], np.float64).tobytes()
-    assert parsed.crop_box.tobytes() == np.array([a["crop_box"] for a in anns]).tobytes()
-    assert parsed.predicted_iou.tolist() == [a["predicted_iou"] for a in anns]
-    assert parsed.stability_score.tolist() == [a["stability_score"] for a in anns]
+    np.testing.assert_array_equal(parsed.masks["id"], [a["id"] for a in anns])
+    np.testing.assert_array_equal(parsed.masks["area"], [a["area"] for a in anns])
+    assert (
+        parsed.masks["bbox"].tobytes() == np.array([a["bbox"] for a in anns], np.float64).tobytes()
+    )
+    assert parsed.masks["crop_box"].tobytes() == np.array([a["crop_box"] for a in anns]).tobytes()
+    assert parsed.masks["predicted_iou"].tolist() == [a["predicted_iou"] for a in anns]
+    assert parsed.masks["stability_score"].tolist() == [a["stability_score"] for a in anns]
     assert parsed.point_counts.tolist() == [1] * len(anns)
     assert parsed.points.tolist() == [p for a in anns for p in a["point_coords"]]
-    assert parsed.seg_size.tolist() == [a["segmentation"]["size"] for a in anns]
+    seg_size = np.stack([parsed.masks["seg_height"], parsed.masks["seg_width"]], axis=1)
+    assert seg_size.tolist() == [a["segmentation"]["size"] for a in anns]
     assert parsed.extras == [None] * len(anns)
     assert parsed.counts == [a["segmentation"]["counts"].encode() for a in anns]
 
@@ -65,9 +68,9 @@ def test_quirks_are_kept(doc: dict) -> None:
     ann["area"] = 0
     ann["point_coords"] = [[-5.5, 1e9], [3, 4]]
     parsed = parse(doc)
-    assert parsed.predicted_iou[0] == 1.0123
-    assert parsed.bbox[0].tolist() == [1.0, 2.0, 0.0, 0.0]
-    assert parsed.area[0] == 0
+    assert parsed.masks["predicted_iou"][0] == 1.0123
+    assert parsed.masks["bbox"][0].tolist() == [1.0, 2.0, 0.0, 0.0]
+    assert parsed.masks["area"][0] == 0
     assert parsed.point_counts[:2].tolist() == [2, 1]
     assert parsed.points[:2].tolist() == [[-5.5, 1e9], [3.0, 4.0]]
 
@@ -75,7 +78,11 @@ def test_quirks_are_kept(doc: dict) -> None:
 def test_no_annotations(doc: dict) -> None:
     parsed = parse({"image": doc["image"], "annotations": []})
     assert len(parsed) == 0
-    assert parsed.bbox.shape == (0, 4) and parsed.points.shape == (0, 2) and parsed.counts == []
+    assert (
+        parsed.masks["bbox"].shape == (0, 4)
+        and parsed.points.shape == (0, 2)
+        and parsed.counts == []
+    )
 
 
 def _delete(doc: dict, path: tuple) -> None:

@@ -117,7 +117,6 @@ def test_store_on_s3_compatible_storage(
     """Pack into s3://, read every sample back by byte ranges: equal to the local store."""
     import s3fs
 
-    from sa1b_pack.store import remote
     from sa1b_pack.train.recipe import Recipe, training_sample
 
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
@@ -129,8 +128,12 @@ def test_store_on_s3_compatible_storage(
     generations = sorted(p.rsplit("/", 1)[-1] for p in fs.ls("bucket/store/manifests"))
     assert generations == [f"{g:010d}.json" for g in range(1, len(SHARDS) + 2)]
     local, far = open_store(packed_dir), open_store("s3://bucket/store")
-    assert far.remote and len(far) == len(local) and far.shards == local.shards
-    before = remote.STATS.requests
+    assert (
+        type(far.storage).__name__ == "ObjectStorage"
+        and len(far) == len(local)
+        and far.shards == local.shards
+    )
+    before = far.storage.stats.requests
     for i in range(len(local)):
         a, b = local[i], far[i]
         assert (a.image_id, a.file_name, a.width, a.height) == (b.image_id, b.file_name,
@@ -141,7 +144,7 @@ def test_store_on_s3_compatible_storage(
         assert bytes(a.jpeg) == bytes(b.jpeg)
         assert [a.rle(j) for j in range(len(a))] == [b.rle(j) for j in range(len(b))]
         np.testing.assert_array_equal(a.masks(), b.masks())
-    assert remote.STATS.requests > before
+    assert far.storage.stats.requests > before
     recipe = Recipe(image_size=64, mask_size=16, max_masks=3)
     ours, theirs = training_sample(local, 2, recipe), training_sample(far, 2, recipe)
     np.testing.assert_array_equal(ours["masks"], theirs["masks"])

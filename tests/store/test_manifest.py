@@ -17,9 +17,9 @@ from sa1b_pack.store.manifest import (
     file_digest,
     read_manifest,
     write_manifest,
-    writer_lock,
 )
 from sa1b_pack.store.packer import pack
+from sa1b_pack.store.storage import storage_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,11 +78,11 @@ def test_file_digest(tmp_path: Path) -> None:
 def test_second_packer_in_process_is_refused(tmp_path: Path, source_dir: Path) -> None:
     dst = tmp_path / "store"
     dst.mkdir()
-    with writer_lock(dst):
+    with storage_for(dst).writer_lock():
         with pytest.raises(StoreError, match=f"pid {os.getpid()}"):
             pack(source_dir, dst, [0], progress=False)
         with pytest.raises(StoreError, match="being packed"):
-            with writer_lock(dst):
+            with storage_for(dst).writer_lock():
                 pass
     assert not (dst / "manifest.json").exists()
     assert not (dst / "parts").exists()
@@ -93,8 +93,8 @@ def test_second_packer_in_process_is_refused(tmp_path: Path, source_dir: Path) -
 def test_lock_dies_with_its_process(tmp_path: Path, source_dir: Path) -> None:
     code = (
         "import sys, time\n"
-        "from sa1b_pack.store.manifest import writer_lock\n"
-        "with writer_lock(sys.argv[1]):\n"
+        "from sa1b_pack.store.storage import storage_for\n"
+        "with storage_for(sys.argv[1]).writer_lock():\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(120)\n"
     )

@@ -191,7 +191,7 @@ def test_info_from_manifest(store: Store, source_images, source_dir: Path) -> No
     assert info["format_version"] == FORMAT_VERSION
     assert info["skipped_members"] == 0
     assert info["source_bytes"] == sum(p.stat().st_size for p in source_dir.glob("sa_*.tar"))
-    parts = store.root / "parts"
+    parts = Path(store.root) / "parts"
     assert info["store_bytes"] == sum(f.stat().st_size for f in parts.glob("sa_*/*"))
 
 
@@ -300,7 +300,7 @@ def test_mask_iou_and_containment_equal_pycocotools(store: Store, source_images)
 def test_prefetch_accepts_any_range_and_plain_arrays(packed_dir: Path) -> None:
     from sa1b_pack.store.parts import prefetch
 
-    part = open_store(packed_dir).part(0)
-    for start, size in ((0, 1), (1, 4095), (4097, 10), (len(part.jpeg) - 3, 3), (5, 0)):
-        prefetch(part.jpeg, start, size)  # unaligned starts are rounded down to a page
+    jpeg = open_store(packed_dir).part(0)._payloads["jpeg.bin"]
+    for start, size in ((0, 1), (1, 4095), (4097, 10), (len(jpeg) - 3, 3), (5, 0)):
+        prefetch(jpeg, start, size)  # unaligned starts are rounded down to a page
     prefetch(np.zeros(10, np.uint8), 0, 10)  # not a memory map: nothing to advise

@@ -342,7 +342,7 @@ def test_bad_tars_kept_truncated_refetched_committed_deleted(
         assert sorted(report.deleted) == ["sa_000001", "sa_000002"]
         assert "unreadable tar" in report.pack_failed["sa_000000"]
         assert "sa_000000.tar kept" in report.pack_failed["sa_000000"]
-        assert "jpeg.bin does not match its manifest digest" in report.pack_failed["sa_000003"]
+        assert "jpeg.bin: sha256 differs from the manifest" in report.pack_failed["sa_000003"]
         assert "sa_000001.tar: 20,000 bytes, not the 51,200" in "\n".join(log.lines)
         assert tars_left(src) == ["sa_000000.tar", "sa_000001.tar.bad", "sa_000003.tar"]
         assert faults.gets == Counter(sa_000000=1, sa_000001=1)

@@ -72,7 +72,10 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from .testing.synth import synth_shards
+    try:
+        from .testing.synth import synth_shards
+    except ImportError as exc:
+        raise ValueError(f"synth needs `pip install sa1b-pack[synth]` ({exc})") from None
 
     paths = synth_shards(
         args.out,

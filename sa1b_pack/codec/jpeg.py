@@ -2,7 +2,7 @@
 
 libjpeg-turbo first shrinks by 1/2, 1/4 or 1/8 inside the IDCT (simplejpeg's min_width/height:
 the smallest scale still >= the target), which filters properly; the remaining factor is then
-in (1/2, 1], where OpenCV's bilinear resize (7x faster than PIL's here) does not alias.
+in (1/2, 1], where OpenCV's bilinear resize (much faster than PIL's) does not alias.
 Upscaling is bilinear too.
 """
 
@@ -15,8 +15,6 @@ import numpy as np
 import simplejpeg
 
 from .geometry import resize_longest_shape
-
-RESIZED_QUALITY = 90  # JPEG quality of the pre-resized copies a store may hold
 
 
 def resize_longest(
@@ -55,5 +53,5 @@ def decode_resized(jpeg: Any, size: int, out: np.ndarray) -> tuple[int, int]:
     return h, w
 
 
-def encode_jpeg(pixels: np.ndarray, quality: int = RESIZED_QUALITY) -> bytes:
+def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=quality, colorspace="RGB")

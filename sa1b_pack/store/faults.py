@@ -11,7 +11,6 @@ import os
 import signal
 from collections import Counter
 
-POINTS = ("member", "part-written", "part-renamed", "manifest-written", "manifest-replaced")
 _reached: Counter[str] = Counter()
 
 

@@ -41,7 +41,7 @@ def test_encode_then_decode_resized(packed_dir: Path) -> None:
     s = open_store(packed_dir)[0]
     small = resize_longest(bytes(s.jpeg), s.height, s.width, 64)
     out = np.full((64, 64, 3), 9, np.uint8)
-    h, w = decode_resized(encode_jpeg(small), 64, out)
+    h, w = decode_resized(encode_jpeg(small, 90), 64, out)
     assert (h, w) == small.shape[:2]
     assert np.abs(out[:h, :w].astype(int) - small).mean() < 4  # JPEG q90
     assert not out[h:].any() and not out[:, w:].any()

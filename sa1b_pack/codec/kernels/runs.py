@@ -1,0 +1,132 @@
+"""Geometry from the runs alone: dense -> runs, area, box, foreground intervals, overlaps."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import ERR_OUT_TOO_SMALL, jit
+
+
+@jit
+def mask_to_runs(mask, out):
+    """Dense (H, W) mask -> column-major runs in ``out``; returns the run count or ERR_*."""
+    height = mask.shape[0]
+    width = mask.shape[1]
+    n = 0
+    value = 0
+    length = np.int64(0)
+    for x in range(width):
+        for y in range(height):
+            v = 1 if mask[y, x] else 0
+            if v != value:
+                if n >= out.shape[0]:
+                    return ERR_OUT_TOO_SMALL
+                out[n] = length
+                n += 1
+                value = v
+                length = 0
+            length += 1
+    if n >= out.shape[0]:
+        return ERR_OUT_TOO_SMALL
+    out[n] = length
+    return n + 1
+
+
+@jit
+def runs_area(runs, offsets, counts, out):
+    """Foreground pixel count of each mask: the sum of its odd-indexed runs."""
+    for m in range(offsets.shape[0]):
+        total = np.int64(0)
+        for j in range(offsets[m] + 1, offsets[m] + counts[m], 2):
+            total += runs[j]
+        out[m] = total
+
+
+@jit
+def runs_bbox(runs, offsets, counts, height, out):
+    """Tight [x, y, w, h] foreground box per mask, as pycocotools.mask.toBbox (0s if empty)."""
+    for m in range(offsets.shape[0]):
+        xs = np.int64(1) << 62
+        ys = np.int64(1) << 62
+        xe = np.int64(-1)
+        ye = np.int64(-1)
+        pos = np.int64(0)
+        for j in range(counts[m]):
+            r = np.int64(runs[offsets[m] + j])
+            if j & 1 and r > 0:
+                x0 = pos // height
+                y0 = pos % height
+                x1 = (pos + r - 1) // height
+                y1 = (pos + r - 1) % height
+                if x1 > x0:
+                    y0 = 0
+                    y1 = height - 1
+                xs = min(xs, x0)
+                xe = max(xe, x1)
+                ys = min(ys, y0)
+                ye = max(ye, y1)
+            pos += r
+        if xe < 0:
+            out[m, 0] = out[m, 1] = out[m, 2] = out[m, 3] = 0.0
+        else:
+            out[m, 0] = xs
+            out[m, 1] = ys
+            out[m, 2] = xe - xs + 1
+            out[m, 3] = ye - ys + 1
+
+
+@jit
+def foreground_intervals(runs, offsets, counts):
+    """Each mask's foreground as [start, end) column-major intervals: (starts, ends, bounds)."""
+    n = offsets.shape[0]
+    total = 0
+    for m in range(n):
+        total += counts[m] // 2
+    starts = np.empty(total, np.int64)
+    ends = np.empty(total, np.int64)
+    bounds = np.empty(n + 1, np.int64)
+    k = 0
+    for m in range(n):
+        bounds[m] = k
+        pos = np.int64(0)
+        for j in range(counts[m]):
+            r = np.int64(runs[offsets[m] + j])
+            if j & 1 and r > 0:
+                starts[k] = pos
+                ends[k] = pos + r
+                k += 1
+            pos += r
+    bounds[n] = k
+    return starts, ends, bounds
+
+
+@jit
+def pairwise_intersections(starts, ends, bounds, out):
+    """out[a, b] = |A ∩ B| pixels for every pair, by merging interval lists (no dense decode)."""
+    n = bounds.shape[0] - 1
+    for a in range(n):
+        area = np.int64(0)
+        for i in range(bounds[a], bounds[a + 1]):
+            area += ends[i] - starts[i]
+        out[a, a] = area
+        for b in range(a + 1, n):
+            i, i_end = bounds[a], bounds[a + 1]
+            j, j_end = bounds[b], bounds[b + 1]
+            inter = np.int64(0)
+            if (
+                i < i_end
+                and j < j_end
+                and ends[i_end - 1] > starts[j]
+                and ends[j_end - 1] > starts[i]
+            ):
+                while i < i_end and j < j_end:
+                    lo = max(starts[i], starts[j])
+                    hi = min(ends[i], ends[j])
+                    if hi > lo:
+                        inter += hi - lo
+                    if ends[i] < ends[j]:
+                        i += 1
+                    else:
+                        j += 1
+            out[a, b] = inter
+            out[b, a] = inter

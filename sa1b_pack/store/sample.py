@@ -27,14 +27,15 @@ Indices = Sequence[int] | np.ndarray | None
 class Sample:
     """Sample ``local`` of a part; fields are read on access, arrays are read-only views."""
 
-    __slots__ = ("_lo", "_n", "_part", "_rows", "local", "shard")
+    __slots__ = ("_images", "_lo", "_n", "_part", "_rows", "local", "shard")
 
     def __init__(self, part: Part, local: int) -> None:
         self._part = part
+        self._images = images = part.images
         self.local = local
         self.shard = part.name
-        self._lo = int(part.images["mask_start"][local])
-        self._n = int(part.images["mask_count"][local])
+        self._lo = int(images["mask_start"][local])
+        self._n = int(images["mask_count"][local])
         self._rows: Columns | None = None
 
     def __len__(self) -> int:
@@ -45,7 +46,7 @@ class Sample:
         return f"Sample(shard={self.shard!r}, image_id={self.image_id}, masks={self._n})"
 
     def _image(self, name: str) -> Any:
-        return self._part.images[name][self.local]
+        return self._images[name][self.local]
 
     def _mask(self, name: str) -> Any:
         if self._rows is None:
@@ -54,7 +55,7 @@ class Sample:
 
     @property
     def image_id(self) -> int:
-        return int(self._image("image_id"))
+        return int(self._images["image_id"][self.local])
 
     @property
     def file_name(self) -> str:
@@ -62,11 +63,11 @@ class Sample:
 
     @property
     def width(self) -> int:
-        return int(self._image("width"))
+        return int(self._images["width"][self.local])
 
     @property
     def height(self) -> int:
-        return int(self._image("height"))
+        return int(self._images["height"][self.local])
 
     def _payload(self, file: str, offset: str, size: str) -> memoryview:
         start, length = int(self._image(offset)), int(self._image(size))

@@ -9,6 +9,7 @@ the URL. Everything handed out is a read-only view.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from functools import cached_property
 from typing import Any
 
@@ -23,25 +24,32 @@ from .storage import storage_for
 
 __all__ = ["Sample", "Store", "StoreError", "open_store"]
 
+# Open parts kept per process. A mapped part holds no file descriptor, only its maps (4-5
+# per part); a part on object storage holds its images table and a few row groups.
+MAX_OPEN_PARTS = 64
+
 
 class Store:
     """A packed store: ``store[i]`` is image i, shards ascending, image ids ascending within."""
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, max_open_parts: int = MAX_OPEN_PARTS) -> None:
+        if max_open_parts < 1:
+            raise ValueError(f"max_open_parts must be at least 1, got {max_open_parts}")
+        self.max_open_parts = max_open_parts
         self.storage = storage_for(root)
         self.root = self.storage.url
         self.manifest = read_manifest(self.storage)
         self.shards = shard_names(self.manifest)
         self._spanner = Spanner([self.manifest["shards"][n]["images"] for n in self.shards])
-        self._parts: dict[int, Part] = {}
+        self._parts: OrderedDict[int, Part] = OrderedDict()  # least recently used first
         self._pid = os.getpid()
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root}
+        return {"root": self.root, "max_open_parts": self.max_open_parts}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"])
+        self.__init__(state["root"], max_open_parts=state["max_open_parts"])
 
     def __len__(self) -> int:
         return len(self._spanner)
@@ -50,17 +58,22 @@ class Store:
         return f"Store({self.root!r}, shards={len(self.shards)}, images={len(self)})"
 
     def part(self, p: int) -> Part:
+        """Part ``p``, opened on first use; at most ``max_open_parts`` stay open, least
+        recently used closed first, so resources follow what a process reads, not the store."""
         if self._pid != os.getpid():  # forked: parts are re-opened per process
-            self._parts, self._pid = {}, os.getpid()
+            self._parts, self._pid = OrderedDict(), os.getpid()
         part = self._parts.get(p)
-        if part is None:
-            name = self.shards[p]
-            try:
-                part = self._parts[p] = self.storage.open_part(name, self.manifest["shards"][name])
-            except (KeyError, TypeError) as exc:
-                raise StoreError(
-                    f"{self.root}: manifest entry of {name} is corrupt ({exc})"
-                ) from None
+        if part is not None:
+            self._parts.move_to_end(p)
+            return part
+        name = self.shards[p]
+        try:
+            part = self.storage.open_part(name, self.manifest["shards"][name])
+        except (KeyError, TypeError) as exc:
+            raise StoreError(f"{self.root}: manifest entry of {name} is corrupt ({exc})") from None
+        self._parts[p] = part
+        if len(self._parts) > self.max_open_parts:
+            self._parts.popitem(last=False)
         return part
 
     def __getitem__(self, index: int) -> Sample:
@@ -137,6 +150,6 @@ class Store:
         return summary(self.manifest, self.root)
 
 
-def open_store(root: str | os.PathLike) -> Store:
+def open_store(root: str | os.PathLike, *, max_open_parts: int = MAX_OPEN_PARTS) -> Store:
     """Open a packed store; reads the manifest only. StoreError if it is not one."""
-    return Store(root)
+    return Store(root, max_open_parts=max_open_parts)

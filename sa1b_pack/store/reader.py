@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from .cache import PartCache
 from .errors import StoreError
 from .manifest import left_out, read_manifest, shard_names, summary
+from .order import DEFAULT_WINDOW, epoch_order
 from .parts import Part
 from .sample import Sample
 from .spanner import Spanner
@@ -32,11 +34,17 @@ MAX_OPEN_PARTS = 64
 class Store:
     """A packed store: ``store[i]`` is image i, shards ascending, image ids ascending within."""
 
-    def __init__(self, root: str | os.PathLike, *, max_open_parts: int = MAX_OPEN_PARTS) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        max_open_parts: int = MAX_OPEN_PARTS,
+        cache: PartCache | None = None,
+    ) -> None:
         if max_open_parts < 1:
             raise ValueError(f"max_open_parts must be at least 1, got {max_open_parts}")
         self.max_open_parts = max_open_parts
-        self.storage = storage_for(root)
+        self.storage = storage_for(root, cache)
         self.root = self.storage.url
         self.manifest = read_manifest(self.storage)
         self.shards = shard_names(self.manifest)
@@ -46,10 +54,12 @@ class Store:
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "max_open_parts": self.max_open_parts}
+        return {"root": self.root, "max_open_parts": self.max_open_parts,
+                "cache": self.storage.cache}  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"], max_open_parts=state["max_open_parts"])
+        root = state.pop("root")
+        self.__init__(root, **state)
 
     def __len__(self) -> int:
         return len(self._spanner)
@@ -84,6 +94,15 @@ class Store:
         for i in range(len(self)):
             yield self[i]
 
+    def predownload(self, indices: np.ndarray) -> None:
+        """Fetch the parts these global indices fall in, in order of first use, ahead of the
+        reads (a store on object storage with a cache; otherwise nothing is done). Call it in
+        the main process with the epoch's order: DataLoader workers then find parts cached."""
+        parts = np.searchsorted(self._spanner.ends, np.asarray(indices), side="right")
+        _, first = np.unique(parts, return_index=True)
+        names = [self.shards[p] for p in parts[np.sort(first)]]
+        self.storage.predownload([(n, self.manifest["shards"][n]) for n in names])
+
     def part_start(self, p: int) -> int:
         """Global index of part ``p``'s first sample."""
         return int(self._spanner.starts[p])
@@ -97,30 +116,52 @@ class Store:
     def num_masks(self) -> int:
         return sum(self.manifest["shards"][n]["masks"] for n in self.shards)
 
+    @property
+    def part_sizes(self) -> np.ndarray:
+        """Samples per part, in store order."""
+        return self._spanner.ends - self._spanner.starts
+
+    def epoch_order(
+        self, *, seed: int = 0, epoch: int = 0, order: str = "uniform", window: int = DEFAULT_WINDOW
+    ) -> np.ndarray:
+        """Every global index once, in epoch ``epoch``'s order (see store/order.py):
+        ``uniform``, or ``blocks`` of ``window`` parts for locality."""
+        return epoch_order(self.part_sizes, seed=seed, epoch=epoch, order=order, window=window)
+
     def shard_for(
-        self, rank: int, world_size: int, *, epoch: int = 0, seed: int = 0, by_part: bool = False
+        self,
+        rank: int,
+        world_size: int,
+        *,
+        epoch: int = 0,
+        seed: int = 0,
+        order: str = "uniform",
+        window: int = DEFAULT_WINDOW,
+        by_part: bool = False,
     ) -> np.ndarray:
         """Global indices of rank ``rank``'s images for an epoch, drawn from (seed, epoch).
 
-        Default: one permutation of all images dealt round-robin: ranks are disjoint, cover
-        the store and differ in size by at most one. ``by_part=True`` deals whole parts instead
-        (a permutation of parts, round-robin), shuffles images within the rank's parts, and
-        cuts every rank to the smallest rank's count so all ranks take the same number of
-        steps: each process then touches only its own parts (the first-touch cost that
-        dominates at 1,000 ranks on object storage, docs/scaling.md), at the price of
-        less mixing within an epoch and dropping at most a few images per epoch.
+        Default: the epoch's global order (``epoch_order``) dealt round-robin, rank r taking
+        positions r, r + W, ...: ranks are disjoint, cover the store, differ in size by at
+        most one, and the global order does not depend on the world size. ``by_part=True``
+        deals whole parts instead (a permutation of parts, round-robin), shuffles images
+        within the rank's parts, and cuts every rank to the smallest rank's count so all
+        ranks take the same number of steps: each process then touches only its own parts,
+        at the price of less mixing, an order that depends on the world size, and dropping
+        a few images per epoch.
         """
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} out of range for world size {world_size}")
-        rng = np.random.default_rng((seed, epoch))
         if not by_part:
-            return rng.permutation(len(self))[rank::world_size]
+            chosen = self.epoch_order(seed=seed, epoch=epoch, order=order, window=window)
+            return chosen[rank::world_size]
+        rng = np.random.default_rng((seed, epoch))
         parts = len(self.shards)
         if world_size > parts:
             raise ValueError(f"by_part needs at least one part per rank: {parts} parts, "
                              f"{world_size} ranks")  # fmt: skip
         dealt = rng.permutation(parts)
-        sizes = self._spanner.ends - self._spanner.starts
+        sizes = self.part_sizes
         counts = [int(sizes[dealt[r::world_size]].sum()) for r in range(world_size)]
         mine = dealt[rank::world_size]
         images = np.concatenate(
@@ -150,6 +191,22 @@ class Store:
         return summary(self.manifest, self.root)
 
 
-def open_store(root: str | os.PathLike, *, max_open_parts: int = MAX_OPEN_PARTS) -> Store:
-    """Open a packed store; reads the manifest only. StoreError if it is not one."""
-    return Store(root, max_open_parts=max_open_parts)
+def open_store(
+    root: str | os.PathLike,
+    *,
+    max_open_parts: int = MAX_OPEN_PARTS,
+    cache_dir: str | os.PathLike | None = None,
+    cache_bytes: int | None = None,
+) -> Store:
+    """Open a packed store; reads the manifest only. StoreError if it is not one.
+
+    On object storage, ``cache_dir`` + ``cache_bytes`` keep whole parts on local disk
+    (see store/cache.py), shared by every process of the machine that names the same
+    directory; a local store ignores them.
+    """
+    cache = None
+    if cache_dir is not None:
+        if cache_bytes is None:
+            raise ValueError("cache_dir needs cache_bytes: the most the cache may hold")
+        cache = PartCache(cache_dir, int(cache_bytes))
+    return Store(root, max_open_parts=max_open_parts, cache=cache)

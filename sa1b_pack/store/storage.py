@@ -30,20 +30,23 @@ from typing import Any
 
 import fsspec
 
+from .cache import PartCache
 from .errors import StoreError
 from .faults import crash_point
 from .format import LOCK_FILE, MANIFEST, MANIFESTS_DIR, PART_FILES, PARTS_DIR
 
 
-def storage_for(root: str | os.PathLike | Storage) -> Storage:
-    """The backend for a store URL or path: chosen here, and only here."""
+def storage_for(root: str | os.PathLike | Storage, cache: PartCache | None = None) -> Storage:
+    """The backend for a store URL or path: chosen here, and only here. ``cache`` keeps
+    whole parts of a store on object storage on local disk; a local store needs none and
+    ignores it."""
     if isinstance(root, Storage):
         return root
     url = os.fspath(root)
     protocol = fsspec.core.split_protocol(url)[0]
     if protocol in (None, "file", "local"):
         return LocalStorage(fsspec.core.strip_protocol(url) if protocol else url)
-    return ObjectStorage(url.rstrip("/"))
+    return ObjectStorage(url.rstrip("/"), cache)
 
 
 @dataclass
@@ -61,8 +64,10 @@ class Storage:
     fs: fsspec.AbstractFileSystem
     base: str  # the store's path inside ``fs``
 
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return storage_for, (self.url,)  # workers rebuild their own filesystem handles
+    cache: PartCache | None = None
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return storage_for, (self.url, self.cache)  # workers rebuild their own handles
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -103,6 +108,10 @@ class Storage:
     def open_part(self, name: str, entry: dict[str, Any]) -> Any:
         """The part-reading protocol (parts.py) over this backend."""
         raise NotImplementedError
+
+    def predownload(self, parts: list[tuple[str, dict[str, Any]]]) -> None:
+        """Fetch these parts ahead of their first use, in order, where that helps (a store
+        on object storage with a cache); otherwise nothing."""
 
 
 class LocalStorage(Storage):
@@ -185,10 +194,11 @@ class LocalStorage(Storage):
 
 
 class ObjectStorage(Storage):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, cache: PartCache | None = None) -> None:
         self.url = url
         self.fs, self.base = fsspec.core.url_to_fs(url)
         self.stats = RequestStats()
+        self.cache = cache
 
     def _generations(self) -> list[str]:
         try:
@@ -234,9 +244,24 @@ class ObjectStorage(Storage):
                 self.fs.rm(prefix, recursive=True)
 
     def open_part(self, name: str, entry: dict[str, Any]) -> Any:
-        from .ranged import RangePart
+        if self.cache is None:
+            from .ranged import RangePart
 
-        return RangePart(self, name, entry)
+            return RangePart(self, name, entry)
+        from .parts import MappedPart
+
+        for attempt in (1, 2):
+            folder = self.cache.get(self, name, entry)
+            try:
+                return MappedPart(folder, name, entry)
+            except (FileNotFoundError, StoreError):
+                if attempt == 2 or folder.is_dir():  # evicted by another process meanwhile:
+                    raise  # fetch it once more; anything else is a real error
+        raise AssertionError("unreachable")
+
+    def predownload(self, parts: list[tuple[str, dict[str, Any]]]) -> None:
+        if self.cache is not None:
+            self.cache.predownload(self, parts)
 
     def fetch(self, path: str, start: int, end: int) -> bytes:
         """One counted range request."""

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,48 +32,6 @@ def test_dask_backend_packs_the_same_store(source_dir: Path, packed_dir: Path, t
 def test_dask_backend_without_a_cluster_says_how(source_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--scheduler"):
         pack(source_dir, tmp_path / "store", SHARDS, backend="dask", progress=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_endpoint(monkeypatch: pytest.MonkeyPatch):
-    """An S3-compatible server (moto) in a separate process on loopback; fsspec pointed at it."""
-    import fsspec
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
-                time.sleep(0.05)
-        for key, value in {
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "FSSPEC_S3_ENDPOINT_URL": url,
-        }.items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setitem(fsspec.config.conf, "s3", {"endpoint_url": url})
-        fsspec.filesystem("s3").clear_instance_cache()
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_pack_from_s3_compatible_storage(

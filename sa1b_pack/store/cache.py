@@ -1,0 +1,204 @@
+"""A local cache of whole parts of a store on object storage, bounded in bytes and shared by
+every process of a machine (DataLoader workers, ranks).
+
+A cached part is a folder of the part's files, read memory-mapped like a local part, so once
+it is here a sample costs what it costs locally. Layout: ``<dir>/<store key>/<part>/``,
+where the store key is a hash of the store URL and ``<part>`` the part's unique upload
+prefix (a re-packed shard is a new prefix, never a stale hit).
+
+- No duplicate downloads: a part is downloaded under an exclusive ``flock`` of its own; a
+  second process asking for it waits on the lock and then finds it complete.
+- Crash-safe: files land in ``.tmp-<part>-<id>/``, sizes are checked against the manifest,
+  and only a complete folder is renamed into place; a killed download leaves a temp folder
+  that the next download of that part removes. A half-written part is never served.
+- Byte limit: before a download, room is made under a cache-wide lock by deleting the least
+  recently used complete parts (use = open), counting downloads in flight at their full
+  size, so cached + in-flight bytes never exceed ``max_bytes``. Deleting a part another
+  process has mapped is safe on Linux: its maps stay valid until it lets go of them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import StoreError
+from .faults import crash_point
+from .format import PART_FILES
+
+if TYPE_CHECKING:
+    from .storage import ObjectStorage
+
+TMP = ".tmp-"
+RESERVED = ".bytes"  # in a temp folder: the full size of the part being downloaded
+POLL_SECONDS = 0.2  # a predownload waiting for free room looks again this often
+
+
+@dataclass
+class CacheStats:
+    """What this process did with the cache."""
+
+    hits: int = 0
+    downloads: int = 0
+    downloaded_bytes: int = 0
+    evicted: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # the kernel drops the lock, also when the process dies
+
+
+def _part_bytes(entry: dict[str, Any]) -> int:
+    return sum(entry["files"][f]["bytes"] for f in PART_FILES)
+
+
+def _folder_bytes(folder: Path) -> int:
+    reserved = folder / RESERVED
+    if reserved.exists():
+        try:
+            return int(reserved.read_text())
+        except ValueError:
+            pass
+    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
+class PartCache:
+    """Whole parts of object-storage stores in a local directory, at most ``max_bytes``."""
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        self.directory = Path(directory)
+        self.max_bytes = int(max_bytes)
+        self.stats = CacheStats()
+        self._ahead: queue.SimpleQueue | None = None
+        self._pid = os.getpid()
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int]]:
+        return PartCache, (os.fspath(self.directory), self.max_bytes)
+
+    def __repr__(self) -> str:
+        return f"PartCache({os.fspath(self.directory)!r}, max_bytes={self.max_bytes:,})"
+
+    def _store_dir(self, storage: ObjectStorage) -> Path:
+        key = hashlib.sha256(storage.url.encode()).hexdigest()[:16]
+        folder = self.directory / key
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def get(
+        self, storage: ObjectStorage, name: str, entry: dict[str, Any], *, evict: bool = True
+    ) -> Path | None:
+        """The local folder of a part's complete files, downloaded first if need be. With
+        ``evict=False`` (predownloads) nothing is evicted: None if there is no free room."""
+        base = self._store_dir(storage)
+        part = entry.get("path", name).rstrip("/").rsplit("/", 1)[-1]
+        final = base / part
+        if final.is_dir():
+            os.utime(final)  # most recently used
+            self.stats.hits += 1
+            return final
+        with _flock(base / f"{part}.lock"):
+            if final.is_dir():  # another process downloaded it while we waited
+                os.utime(final)
+                self.stats.hits += 1
+                return final
+            for stale in base.glob(f"{TMP}{part}-*"):  # a killed download of this part
+                shutil.rmtree(stale, ignore_errors=True)
+            size = _part_bytes(entry)
+            tmp = self._reserve(base, part, size, evict)
+            if tmp is None:
+                return None
+            try:
+                self._download(storage, name, entry, tmp)
+                (tmp / RESERVED).unlink()
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        self.stats.downloads += 1
+        self.stats.downloaded_bytes += size
+        return final
+
+    def _reserve(self, base: Path, part: str, size: int, evict: bool) -> Path | None:
+        """Make room for ``size`` bytes (evicting least recently used parts, if ``evict``)
+        and claim it with a temp folder, all under the cache-wide lock."""
+        if size > self.max_bytes:
+            raise StoreError(
+                f"part {part} has {size:,} bytes, more than the whole cache "
+                f"({self.max_bytes:,} bytes at {self.directory}): raise the cache size"
+            )
+        with _flock(self.directory / ".lock"):
+            entries = []
+            for store in (p for p in self.directory.iterdir() if p.is_dir()):
+                for folder in (p for p in store.iterdir() if p.is_dir()):
+                    entries.append((folder.stat().st_mtime, folder, _folder_bytes(folder)))
+            used = sum(b for _, _, b in entries)
+            complete = sorted(e for e in entries if not e[1].name.startswith(TMP))
+            if not evict and used + size > self.max_bytes:
+                return None
+            while used + size > self.max_bytes and complete:
+                _, folder, freed = complete.pop(0)
+                shutil.rmtree(folder, ignore_errors=True)
+                self.stats.evicted.append(folder.name)
+                used -= freed
+            if used + size > self.max_bytes:
+                raise StoreError(
+                    f"cache {self.directory} is full of downloads in flight: "
+                    f"{used:,} of {self.max_bytes:,} bytes; raise the cache size"
+                )
+            tmp = base / f"{TMP}{part}-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir()
+            (tmp / RESERVED).write_text(str(size))
+        return tmp
+
+    def _download(
+        self, storage: ObjectStorage, name: str, entry: dict[str, Any], tmp: Path
+    ) -> None:
+        remote = storage.part_path(name, entry)
+        for f in PART_FILES:
+            storage.fs.get_file(f"{remote}/{f}", str(tmp / f))
+            crash_point("cache-file")
+            size = (tmp / f).stat().st_size
+            if size != entry["files"][f]["bytes"]:
+                raise StoreError(
+                    f"{storage.url}: {name}/{f} downloaded as {size:,} bytes, the manifest "
+                    f"says {entry['files'][f]['bytes']:,}"
+                )
+
+    def predownload(self, storage: ObjectStorage, parts: list[tuple[str, dict[str, Any]]]) -> None:
+        """Download these parts, in this order, on a background thread, so that they are here
+        when asked for. A predownload only fills free room, never evicts: it waits until
+        reads have made room (they evict the least recently used parts), so it cannot push
+        out what is being read."""
+        if self._ahead is None or self._pid != os.getpid():  # threads do not survive fork
+            self._ahead, self._pid = queue.SimpleQueue(), os.getpid()
+            threading.Thread(target=self._predownload_loop, args=(self._ahead,),
+                             daemon=True).start()  # fmt: skip
+        for name, entry in parts:
+            self._ahead.put((storage, name, entry))
+
+    def _predownload_loop(self, ahead: queue.SimpleQueue) -> None:
+        while (item := ahead.get()) is not None:
+            try:
+                while self.get(*item, evict=False) is None:
+                    time.sleep(POLL_SECONDS)
+            except (OSError, StoreError):  # the reader's own get() will say what is wrong
+                continue

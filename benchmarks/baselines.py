@@ -13,6 +13,7 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -67,20 +68,14 @@ def sam_shape(height: int, width: int, longest: int) -> tuple[int, int]:
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def coco_pil(rles: list[dict], out: np.ndarray, shape: tuple[int, int]) -> None:
-    """Per mask: pycocotools decode, PIL nearest resize to ``shape``, into out[k, :h, :w]."""
-    h, w = shape
-    for k, rle in enumerate(rles):
-        small = Image.fromarray(mask_util.decode(rle)).resize((w, h), Image.Resampling.NEAREST)
-        out[k, :h, :w] = np.asarray(small)
-
-
-def coco_pil_padded(rles: list[dict], out: np.ndarray, hw: tuple[int, int]) -> None:
-    """SAM's ResizeLongestSide(L) by PIL nearest, zero padded to (L, L)."""
-    h, w = sam_shape(*hw, out.shape[1])
-    coco_pil(rles, out, (h, w))
+def pil_resized(masks: Iterable[np.ndarray], out: np.ndarray, hw=None) -> None:
+    """Per mask, PIL nearest resize into out[k]: to out's (S, S) if ``hw`` is None, else to
+    SAM's ResizeLongestSide(L) of an (H, W) image, zero padded to (L, L)."""
+    h, w = out.shape[1:] if hw is None else sam_shape(*hw, out.shape[1])
     out[:, h:, :] = 0
     out[:, :h, w:] = 0
+    for k, m in enumerate(masks):
+        out[k, :h, :w] = np.asarray(Image.fromarray(m).resize((w, h), Image.Resampling.NEAREST))
 
 
 def baseline_read(jpg: Path, js: Path, out: np.ndarray) -> None:
@@ -114,7 +109,7 @@ def seed_sample(jpeg: bytes | Path, js: bytes, key: int, r: Any, parts: Parts) -
     padded = np.zeros((r.image_size, r.image_size, 3), np.uint8)
     padded[:h, :w] = np.asarray(image.resize((w, h), Image.Resampling.BILINEAR))
     low = np.zeros((len(chosen), r.mask_size, r.mask_size), bool)
-    coco_pil_padded_from(masks, chosen, low, (height, width))
+    pil_resized((masks[:, :, j] for j in chosen), low, (height, width))
     t3 = time.perf_counter()
     for name, dt in (("PIL decode + json", t1 - t0), ("pycocotools decode of all masks", t2 - t1),
                      ("draw + PIL resizes", t3 - t2)):  # fmt: skip
@@ -130,13 +125,6 @@ def seed_sample(jpeg: bytes | Path, js: bytes, key: int, r: Any, parts: Parts) -
             "points": torch.from_numpy(points.astype(np.float32)),
             "mask_ids": torch.tensor([anns[j]["id"] for j in chosen], dtype=torch.int64),
             "image_id": record["image"]["image_id"]}  # fmt: skip
-
-
-def coco_pil_padded_from(masks: np.ndarray, chosen: np.ndarray, out: np.ndarray, hw) -> None:
-    h, w = sam_shape(*hw, out.shape[1])
-    for k, j in enumerate(chosen):
-        small = Image.fromarray(masks[:, :, j]).resize((w, h), Image.Resampling.NEAREST)
-        out[k, :h, :w] = np.asarray(small)
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -69,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     for i in sorted(rng.sample(range(len(store)), min(args.check, len(store)))):
         s = store[i]
         problems = differences(s, source[s.image_id]) if s.image_id in source else ["no source"]
-        print(
-            f"  store[{i}] (image_id {s.image_id}, {len(s)} masks): "
-            + ("bit-exact" if not problems else "DIFFERS: " + "; ".join(problems))
-        )
+        state = "DIFFERS: " + "; ".join(problems) if problems else "bit-exact"
+        print(f"  store[{i}] (image_id {s.image_id}, {len(s)} masks): {state}")
         failures += bool(problems)
     if failures:
         print(f"round trip FAILED for {failures} samples")

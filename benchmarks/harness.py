@@ -227,6 +227,7 @@ def environment() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
+        "loadavg": os.getloadavg(),  # other work on the machine skews every number
         "env": tuning,
         "allocator": " ".join(f"{k}={v}" for k, v in tuning.items()) or "defaults",
         "python": platform.python_version(),

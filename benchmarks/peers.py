@@ -65,8 +65,8 @@ def peers(ctx: Ctx) -> Result:
     files = b.extract(source, ctx.work / "peers-files")
     order = sorted(keys)
     half = {i: k * 2 // len(order) for k, i in enumerate(order)}  # 2 small tars: 1 per worker
-    tars = [b.key_ordered_tar({i: source[i] for i in order if half[i] == h},
-                              ctx.work / f"peers-wds/{h}.tar") for h in (0, 1)]  # fmt: skip
+    tars = [b.key_ordered_tar({i: source[i] for i in order if half[i] == k},
+                              ctx.work / f"peers-wds/{k}.tar") for k in (0, 1)]  # fmt: skip
     r = ds.recipe
     sets = {
         OURS: Subset(ds, positions),

@@ -78,24 +78,12 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 pack(tars[0].parent, dst, shards, progress=False)
                 t = time.perf_counter() - t0
-                rows.append(
-                    h.row(
-                        f"pack to {where}",
-                        [t / args.shards],
-                        "s/shard",
-                        what=f"{mb / t:.0f} MB/s of tar, {n_img / t:.0f} images/s",
-                    )
-                )
+                what = f"{mb / t:.0f} MB/s of tar, {n_img / t:.0f} images/s"
+                rows.append(h.row(f"pack to {where}", [t / args.shards], "s/shard", what=what))
             local, far = open_store(f"{tmp}/local"), open_store("s3://bench/store")
             _, first_requests, first_kb = per_sample(far, lambda s: None, [0])
-            rows.append(
-                h.row(
-                    "S3: first touch of a part",
-                    [first_requests],
-                    "requests",
-                    what=f"{first_kb:.0f} kB: images table + annotations footer",
-                )
-            )
+            what = f"{first_kb:.0f} kB: images table + annotations footer"
+            rows.append(h.row("S3: first touch of a part", [first_requests], "requests", what=what))
             order = [int(i) for i in np.random.default_rng(0).permutation(len(far))]
             actions = {
                 "metadata (ids, bbox, iou)": lambda s: (s.ids, s.bbox, s.predicted_iou),
@@ -106,13 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             for name, action in actions.items():
                 times, requests, kb = per_sample(far, action, order)
                 near, _, _ = per_sample(local, action, order)
+                what = f"{requests:.1f} requests, {kb:.0f} kB per sample"
                 rows.append(
-                    h.latency(
-                        f"S3: {name}",
-                        times,
-                        f"{h.x(h.ratio(times, near))} local",
-                        f"{requests:.1f} requests, {kb:.0f} kB per sample",
-                    )
+                    h.latency(f"S3: {name}", times, f"{h.x(h.ratio(times, near))} local", what)
                 )
     finally:
         server.stop()

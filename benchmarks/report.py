@@ -46,6 +46,7 @@ def write_chart(run: dict[str, Any], path: Path) -> Path | None:
                        label=f"{workers} workers")  # fmt: skip
         ax.bar_label(drawn, labels=[format_cell(v) for v in ys], fontsize=7, padding=2)
     ax.set_yscale("log")
+    ax.set_ylim(top=max(c["samples_s"] for c in bars) * 3)
     ax.set_xticks(range(len(systems)), systems, rotation=15, ha="right", fontsize=8)
     ax.set_ylabel("samples/s (log scale)")
     env = run["environment"]
@@ -82,7 +83,8 @@ def section(run: dict[str, Any], path: Path, base: Path) -> str:
         "computed from the numbers. One-off design experiments: `docs/decisions/`.", "",
         f"This run: {run['input']}; {env['date'][:10]}, host `{env['host']}`, "
         f"{env['cpus_usable']} of {env['cpu_count']} CPUs ({env['cpu_model']}); python "
-        f"{env['python']}, {versions}; allocator/threads env: {env['allocator']}; wall time "
+        f"{env['python']}, {versions}; allocator/threads env: {env['allocator']}; load average "
+        f"{env['loadavg'][0]:.1f} at the start; wall time "
         f"{run['wall_s'] / 60:.1f} min; `{env['command']}`. Raw numbers: [`{raw}`]({raw}).",
     ]  # fmt: skip
     if run["failed"]:

@@ -24,6 +24,13 @@ import harness as h
 
 MODULES = {"limits": "limits", "pack": "pack_rate", "access": "access", "masks": "masks",
            "loader": "loader", "peers": "peers"}  # fmt: skip
+DERIVED = (
+    ("pack, 1 job / cold sequential read", ("pack", "pack, 1 job, MB/s of tar"),
+     ("limits", "sequential read, cold")),
+    ("training recipe / bare JPEG decode at 1/2 DCT",
+     ("access", "training recipe, random, warm"), ("limits", "JPEG decode, 1/2 DCT")),
+)  # fmt: skip
+SCALE = {"MB/s": 1e6, "GB/s": 1e9, "ms": 1e-3, "µs": 1e-6}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,35 +83,15 @@ def child(args: argparse.Namespace) -> int:
 
 
 def derived(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Our numbers against this machine's limits, from rows of the same run."""
-
-    def find(key: str, start: str) -> dict[str, Any] | None:
-        return next((r for r in parts.get(key, {}).get("rows", [])
-                     if r["measure"].startswith(start)), None)  # fmt: skip
-
+    """Our numbers against this machine's limits: ratios of rows of the same run."""
+    rows = {(k, r["measure"]): r for k, p in parts.items() for r in p["rows"]}
     out = []
-    mbs, cold = find("pack", "pack, 1 job, MB/s"), find("limits", "sequential read, cold")
-    if mbs and cold:
-        out.append(
-            h.row(
-                "pack, 1 job / cold sequential read",
-                [mbs["p50"] / 1e3 / cold["p50"]],
-                "x",
-                what=f"{mbs['p50']:.0f} MB/s against {cold['p50']:.2f} GB/s",
-            )
-        )
-    recipe = find("access", "training recipe, random, warm")
-    dct = find("limits", "JPEG decode, 1/2 DCT")
-    if recipe and dct:
-        ms = [r["p50"] * {"ms": 1, "µs": 1e-3}[r["unit"]] for r in (recipe, dct)]
-        out.append(
-            h.row(
-                "training recipe / bare JPEG decode at 1/2 DCT",
-                [ms[0] / ms[1]],
-                "x",
-                what=f"{ms[0]:.2f} ms per sample against {ms[1]:.2f} ms",
-            )
-        )
+    for name, a, b in DERIVED:
+        if a in rows and b in rows:
+            a, b = rows[a], rows[b]
+            value = a["p50"] * SCALE[a["unit"]] / (b["p50"] * SCALE[b["unit"]])
+            what = f"{a['p50']:.3g} {a['unit']} against {b['p50']:.3g} {b['unit']}"
+            out.append(h.row(name, [value], "x", what=what))
     return out
 
 
@@ -116,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     tars = source_tars(args)  # synthetic shards are made here, before any timing
     keys = [k for k in MODULES if not args.only or k in args.only.split(",")]
     print(f"$ {env['command']}\n# {describe(args, tars)}; {env['cpus_usable']} CPUs "
-          f"({env['cpu_model']}); allocator: {env['allocator']}", flush=True)  # fmt: skip
+          f"({env['cpu_model']}), load {env['loadavg'][0]:.1f}; allocator: {env['allocator']}",
+          flush=True)  # fmt: skip
     near = args.store.resolve().parent if args.store else (args.src if args.full else None)
     parts: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}

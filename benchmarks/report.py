@@ -54,8 +54,8 @@ def write_chart(run: dict[str, Any], path: Path) -> Path | None:
                  f"{env['date'][:10]}, {env['cpus_usable']} CPUs ({env['cpu_model']})",
                  fontsize=9)  # fmt: skip
     ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, "pre-resized store: the loader question's epochs; the rest: peers'",
-             fontsize=7)  # fmt: skip
+    fig.text(0.01, 0.01, "sa1b_pack: the loader question's epochs (batch 8); peers: the peers "
+             "question's (see its batch)", fontsize=7)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

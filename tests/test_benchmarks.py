@@ -71,7 +71,7 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     assert sum(m.endswith(", ours") for m in rows["masks"]) == 3 and len(rows["masks"]) == 10
     loader = {"W=0", "W=2 fork", "W=2 spawn", "pre-resized, W=0", "pre-resized, W=2 fork"}
     assert {f"SA1BDataset, {k}" for k in loader} <= rows["loader"]
-    peers = {"sa1b_pack", "seed-style files", "naive tar", "WebDataset"}
+    peers = {"seed-style files", "naive tar", "WebDataset"}
     assert {f"{p}, {w} workers" for p in peers for w in (0, 2)} <= rows["peers"]
     for key in ("access", "masks", "loader", "peers"):
         assert bench_run["run"]["questions"][key]["reading"]  # computed conclusions

@@ -30,11 +30,7 @@ def write_chart(run: dict[str, Any], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     qs = run["questions"]
-    bars = qs.get("peers", {}).get("data", {}).get("chart", []) + [
-        c
-        for c in qs.get("loader", {}).get("data", {}).get("chart", [])
-        if "pre-resized" in c["system"]
-    ]
+    bars = [c for k in ("loader", "peers") for c in qs.get(k, {}).get("data", {}).get("chart", [])]
     systems = list(dict.fromkeys(c["system"] for c in bars))
     if not systems:
         return None
@@ -123,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
 
     run = json.loads(path.read_text())
+    write_chart(run, path.with_suffix(".png"))
     update_readme(args.readme, section(run, path, args.readme.resolve().parent))
     print(f"{args.readme}: benchmark section regenerated from {path.name}")
     return 0

@@ -132,10 +132,7 @@ def p95(values: Sequence[float]) -> float:
 
 
 def ratio(a: Sequence[float], b: Sequence[float]) -> float:
-    """a / b: the median of per-round ratios when both come from the same interleaved rounds,
-    else the ratio of medians."""
-    if len(a) == len(b) and len(a) > 1:
-        return p50(np.asarray(a) / np.asarray(b))
+    """p50(a) / p50(b): the medians the table shows (take a and b from interleaved rounds)."""
     return p50(a) / p50(b)
 
 
@@ -148,7 +145,8 @@ def row(measure: str, values: Sequence[float], unit: str, ratio: str = "", what:
     """One table row: p50 of ``values`` (already in ``unit``), p95 when there are >= 10."""
     v = list(values)
     q95 = p95(v) if len(v) >= 10 else float("nan")
-    return dict(zip(HEADERS, (measure, p50(v), unit, q95, len(v), ratio, what), strict=True))
+    out = dict(zip(HEADERS, (measure, p50(v), unit, q95, len(v), ratio, what), strict=True))
+    return out | {"values": [float(f"{a:.4g}") for a in v]}  # raw, for the JSON
 
 
 def latency(measure: str, seconds: Sequence[float], ratio: str = "", what: str = "") -> dict:

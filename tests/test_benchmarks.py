@@ -131,7 +131,7 @@ def test_harness_helpers(tmp_path: Path, monkeypatch) -> None:
 
     t = h.side_by_side({"a": lambda: None, "b": lambda: None}, rounds=3)
     assert {k: len(v) for k, v in t.items()} == {"a": 3, "b": 3}
-    assert h.ratio([2.0, 4.0], [1.0, 1.0]) == 3.0 and h.x(25.0) == "25x"
+    assert h.ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0 and h.x(25.0) == "25x"
     r = h.latency("op", [1e-4] * 12)
     assert (r["unit"], r["n"]) == ("µs", 12) and r["p95"] == pytest.approx(100.0)
     assert h.parse_shards("0-2,5") == [0, 1, 2, 5]

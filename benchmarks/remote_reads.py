@@ -26,10 +26,8 @@ from sa1b_pack import open_store, pack
 
 
 def request_stats(store) -> tuple[int, int]:
-    """(requests, bytes) fetched so far: the one place that knows where the counters live."""
-    from sa1b_pack.store import remote
-
-    return remote.STATS.requests, remote.STATS.bytes
+    """(requests, bytes) this store has fetched so far (its object storage's counters)."""
+    return store.storage.stats.requests, store.storage.stats.bytes
 
 
 def start_s3():

@@ -60,6 +60,7 @@ class Storage:
     url: str
     fs: fsspec.AbstractFileSystem
     base: str  # the store's path inside ``fs``
+    stats: RequestStats
 
     def __reduce__(self) -> tuple[Any, tuple[str]]:
         return storage_for, (self.url,)  # workers rebuild their own filesystem handles
@@ -110,6 +111,7 @@ class LocalStorage(Storage):
         self.url = self.base = os.path.abspath(path)
         self.root = Path(self.url)
         self.fs = fsspec.filesystem("file")
+        self.stats = RequestStats()  # stays zero: a local store makes no requests
 
     def load_manifest(self) -> bytes | None:
         try:

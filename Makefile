@@ -45,11 +45,11 @@ demo: $(STAMP)
 # benchmarks/.cache), one table, benchmarks/results/<date>-<host>.json + .png, then the README
 # section regenerated from that JSON. FULL=1 SRC=/data/sa1b SHARDS=0-3: the same on real
 # shards (DST=... on the command line: pack into, or reuse, that store). BENCH_ARGS: more flags
-# for benchmarks/run_all.py (e.g. --only peers,access).
+# for benchmarks/run.py (e.g. --only peers,access).
 FULL ?=
 BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS) $(if $(FULL),--full --src $(SRC) \
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS) $(if $(FULL),--full --src $(SRC) \
 		--shards $(SHARDS) $(if $(filter command line,$(origin DST)),--store $(DST)))
 	$(BIN)/python benchmarks/report.py
 

@@ -1,139 +1,113 @@
-"""`make demo`, last step: read a packed store back, prove it equals its source tars, time it.
+"""`make demo`, last step: read a packed store back, compare it with its source tars, time it.
 
-Usage: python benchmarks/demo_readback.py STORE SRC
+    python benchmarks/demo_readback.py STORE SRC
 
-Three random samples are compared bit for bit with the tar members they came from (JPEG bytes,
-every annotation field, RLE strings, and decoded masks against pycocotools); then a short run
-of bench_store's measurements on this store. Exits 1 if anything differs.
+A few random samples are compared with the tar members they came from (JPEG bytes, annotation
+fields, RLE strings, masks against pycocotools); then a mini benchmark on the same store:
+metadata, all masks vs pycocotools, a whole sample vs PIL + json + pycocotools. Exits 1 if
+anything differs.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+import harness as h
 import numpy as np
-from baselines import SourceSample, extract, read_source
-from bench_store import (
-    HEADERS,
-    bench_full,
-    bench_masks,
-    bench_metadata,
-    full_rows,
-    masks_rows,
-    metadata_rows,
-    reused_buffer,
-    warm_up,
-)
-from common import environment, print_header, print_table, write_results
+from baselines import baseline_read, extract, read_source
 from pycocotools import mask as mask_util
 
-from sa1b_pack import Sample, Store, open_store
+from sa1b_pack import open_store
 
-FIELDS = ("id", "bbox", "area", "predicted_iou", "stability_score", "crop_box", "point_coords")
-
-
-def source_tars(store: Store, src: Path) -> list[Path]:
-    """The tar each part was packed from, as the manifest names it."""
-    entries = store.manifest["shards"]
-    return [src / entries[name]["source"]["file"] for name in store.shards]
+FIELDS = ("ids:id", "bbox", "area", "predicted_iou", "stability_score", "point_coords")
 
 
-def differences(sample: Sample, source: SourceSample) -> list[str]:
-    """Every way ``sample`` differs from its source members; empty if bit-exact."""
-    record = source.record()
-    anns = record["annotations"]
-    problems = []
-    if bytes(sample.jpeg) != source.jpeg:
-        problems.append("JPEG bytes differ")
-    if (sample.height, sample.width) != (record["image"]["height"], record["image"]["width"]):
-        problems.append("image size differs")
+def differences(sample, members: dict[str, bytes]) -> list[str]:
+    """Every way ``sample`` differs from its source members; empty if they agree."""
+    record = json.loads(members["json"])
+    anns, out = record["annotations"], []
+    if bytes(sample.jpeg) != members["jpg"]:
+        out.append("JPEG bytes differ")
     if len(sample) != len(anns):
-        return [*problems, f"{len(sample)} masks, the source has {len(anns)}"]
-    columns = {
-        "id": sample.ids,
-        "bbox": sample.bbox,
-        "area": sample.area,
-        "predicted_iou": sample.predicted_iou,
-        "stability_score": sample.stability_score,
-        "crop_box": sample.crop_box,
-        "point_coords": sample.point_coords,
-    }
-    for field in FIELDS:
-        expected = [a[field] for a in anns]
-        got = columns[field]
+        return [*out, f"{len(sample)} masks, the source has {len(anns)}"]
+    for spec in FIELDS:
+        attr, _, key = spec.partition(":")
+        got = getattr(sample, attr)
         got = [np.asarray(g).tolist() for g in got] if isinstance(got, list) else got.tolist()
-        if got != expected:
-            problems.append(f"field {field} differs")
-    for j, ann in enumerate(anns):
-        if sample.rle(j) != ann["segmentation"]:
-            problems.append(f"RLE of mask {j} (id {ann['id']}) differs")
-            break
-    if anns:
-        reference = mask_util.decode(source.rles()).transpose(2, 0, 1)
-        if not np.array_equal(sample.masks(), reference):
-            problems.append("decoded masks differ from pycocotools")
-    return problems
+        if got != [a[key or attr] for a in anns]:
+            out.append(f"field {key or attr} differs")
+    if any(sample.rle(j) != a["segmentation"] for j, a in enumerate(anns)):
+        out.append("RLE strings differ")
+    elif anns and not np.array_equal(
+        sample.masks(), mask_util.decode([a["segmentation"] for a in anns]).transpose(2, 0, 1)
+    ):
+        out.append("decoded masks differ from pycocotools")
+    return out
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("store", type=Path)
     p.add_argument("src", type=Path, help="folder of the sa_NNNNNN.tar shards packed into it")
-    p.add_argument("--check", type=int, default=3, help="random samples compared bit for bit")
-    p.add_argument("--samples", type=int, default=4, help="samples in the short benchmark")
+    p.add_argument("--check", type=int, default=3, help="random samples compared")
+    p.add_argument("--samples", type=int, default=4, help="samples in the mini benchmark")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--results", type=Path, default=None, help="also write JSON results here")
-    return p.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    env = environment()
-    print_header(f"demo_readback: {args.store} against {args.src}", env)
+    p.add_argument("--results", type=Path, help="also write JSON results here")
+    args = p.parse_args(argv)
+    env = h.environment()
+    print(f"$ {env['command']}\n# {env['cpu_model']}; allocator: {env['allocator']}")
     store = open_store(args.store)
-    source = read_source(source_tars(store, args.src))
-    print(f"len(store) = {len(store)}  ({store.num_masks} masks, shards {store.shards})")
-    for i in sorted({0, len(store) // 2, len(store) - 1}):
-        s = store[i]
-        print(f"  store[{i}]: image_id={s.image_id} shape=({s.height}, {s.width}) masks={len(s)}")
-
-    rng = random.Random(args.seed)
-    failures = 0
+    entries = store.manifest["shards"]
+    source = read_source([args.src / entries[name]["source"]["file"] for name in store.shards])
+    print(f"len(store) = {len(store)}, shards {store.shards}")
+    rng, failures = random.Random(0), 0
     for i in sorted(rng.sample(range(len(store)), min(args.check, len(store)))):
         s = store[i]
         problems = differences(s, source[s.image_id]) if s.image_id in source else ["no source"]
-        state = "bit-exact" if not problems else "DIFFERS: " + "; ".join(problems)
-        print(f"  check store[{i}] (image_id {s.image_id}, {len(s)} masks): {state}")
+        state = "DIFFERS: " + "; ".join(problems) if problems else "bit-exact"
+        print(f"  store[{i}] (image_id {s.image_id}, {len(s)} masks): {state}")
         failures += bool(problems)
     if failures:
         print(f"round trip FAILED for {failures} samples")
         return 1
     print("round trip OK\n")
 
-    with_masks = [i for i in range(len(store)) if len(store[i]) > 0]
-    picked = sorted(rng.sample(with_masks, min(args.samples, len(with_masks))))
+    meta = h.per_call(lambda i: (store[i].image_id, store[i].bbox, store[i].area),
+                      [rng.randrange(len(store)) for _ in range(1000)])  # fmt: skip
+    picked = h.with_masks(store, args.samples, 0)
+    buf = h.faulted(max(len(store[i]) * store[i].height * store[i].width for i in picked))
+    sec: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="sa1b-demo-") as tmp:
         files = extract({store[i].image_id: source[store[i].image_id] for i in picked}, Path(tmp))
-        warm_up(store, source, picked[0])
-        buffer = reused_buffer(store, picked)
-        meta = bench_metadata(store, 1000, args.seed)
-        masks = bench_masks(store, source, picked, args.rounds, buffer)
-        full = bench_full(store, files, picked, args.rounds, buffer)
-        del buffer
-    rows = metadata_rows(meta) + masks_rows(masks) + full_rows(full)
-    print(f"short benchmark on {len(picked)} samples x {args.rounds} rounds (page cache warm):")
-    table = print_table(HEADERS, rows)
-    print(f"allocator: {env['allocator']}")
+        for i in picked:
+            s = store[i]
+            out = h.flat_view(buf, (len(s), s.height, s.width))
+            rles = [s.rle(j) for j in range(len(s))]
+            cases = {"masks() ours": lambda s=s, out=out: s.masks(out=out),
+                     "pycocotools": lambda r=rles, out=out: np.copyto(
+                         out, mask_util.decode(r).transpose(2, 0, 1)),
+                     "sample ours": lambda s=s, out=out: (s.image(), s.masks(out=out)),
+                     "PIL+json+pycocotools": lambda s=s, out=out: baseline_read(
+                         *files[s.image_id], out)}  # fmt: skip
+            for k, t in h.side_by_side(cases, args.rounds).items():
+                sec[k] = sec.get(k, []) + t
+    rows = [h.latency("store[i] + 3 metadata fields", meta)] + [
+        h.latency(k, t, "ref" if k in ("pycocotools", "PIL+json+pycocotools") else
+                  f"{h.x(h.ratio(sec[ref], t))} faster")
+        for (k, t), ref in zip(sec.items(), ["pycocotools"] * 2 + ["PIL+json+pycocotools"] * 2,
+                               strict=True)
+    ]  # fmt: skip
+    print(f"mini benchmark, {len(picked)} samples x {args.rounds} rounds, page cache warm:")
+    print(h.text_table(rows))
     if args.results is not None:
-        result: dict[str, Any] = {"environment": env, "table": table, "rows": rows}
-        print(f"results: {write_results('demo_readback', result, args.results)}")
+        path = h.write_json(args.results / f"demo_readback-{h.run_name()}.json",
+                            {"environment": env, "rows": rows})  # fmt: skip
+        print(f"results: {path}")
     return 0
 
 

@@ -63,6 +63,7 @@ class Storage:
     url: str
     fs: fsspec.AbstractFileSystem
     base: str  # the store's path inside ``fs``
+    stats: RequestStats
 
     cache: PartCache | None = None
 
@@ -119,6 +120,7 @@ class LocalStorage(Storage):
         self.url = self.base = os.path.abspath(path)
         self.root = Path(self.url)
         self.fs = fsspec.filesystem("file")
+        self.stats = RequestStats()  # stays zero: a local store makes no requests
 
     def load_manifest(self) -> bytes | None:
         try:

@@ -1,0 +1,330 @@
+"""The one benchmark harness: a registry of questions, timing, rows, environment, inputs, JSON.
+
+A question is a function registered with ``@question(key, "the question?")`` that takes a
+``Ctx`` (the run's shards, store, sizes) and returns a ``Result``: rows (p50/p95 of measured
+values), computed "reading" lines and notes. ``run.py`` runs each question in its own process.
+
+Timing is our own ~30 lines (``side_by_side``, ``per_call``), not pyperf or pytest-benchmark:
+- ratios must come from interleaved rounds (every case once per round, order rotated), so a noisy
+  minute on this 2-core VM hits both sides; pyperf runs one benchmark after another, each in
+  its own worker processes, and pytest-benchmark one test after another;
+- many measures are not a function called in a loop: a DataLoader epoch with fork/spawn
+  workers, a pack in a fresh process for its peak RSS, a cold read that must evict the page
+  cache before every call without timing the eviction;
+- pyperf's calibrated worker processes (20 by default, each re-importing torch/numba and
+  reopening the store) would multiply `make bench`'s few minutes, and it owns ``sys.argv``.
+So the statistics stay simple and visible: medians, p95 of per-call times, n repeats.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import hashlib
+import importlib.metadata
+import json
+import mmap
+import os
+import platform
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+CACHE_DIR = BENCH_DIR / ".cache"
+HEADERS = ("measure", "p50", "unit", "p95", "n", "ratio", "what")
+VERSIONS = ("numpy", "numba", "pyarrow", "simplejpeg", "pillow", "opencv-python-headless",
+            "pycocotools", "torch", "zarr", "webdataset", "litdata")  # fmt: skip
+ENV_PREFIXES = ("MALLOC_", "OPENBLAS_", "OMP_", "MKL_", "NUMBA_", "PYTHONMALLOC")
+
+# pycocotools 2.0.x under numpy 2 warns about its own __array__ on every decode: not ours.
+warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
+
+# ---------------------------------------------------------------------------------------------
+# The registry
+
+
+@dataclass
+class Ctx:
+    """What a question may use: the shards, the packed store, a scratch folder, the sizes."""
+
+    tars: list[Path]
+    store: Path
+    work: Path
+    smoke: bool = False
+    full: bool = False
+    seed: int = 0
+
+    def size(self, normal: int, smoke: int, full: int | None = None) -> int:
+        """A size for this run: ``smoke`` in tests, ``full`` on real shards, else ``normal``."""
+        return smoke if self.smoke else (full if self.full and full is not None else normal)
+
+
+@dataclass
+class Result:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reading: list[str] = field(default_factory=list)  # conclusions, computed from the rows
+    notes: list[str] = field(default_factory=list)  # how it was measured
+    data: dict[str, Any] = field(default_factory=dict)  # anything else worth keeping (chart)
+
+
+QUESTIONS: dict[str, tuple[str, Callable[[Ctx], Result], str]] = {}
+
+
+def question(key: str, text: str) -> Callable:
+    """Register ``fn(ctx) -> Result`` as the answer to ``text`` under ``key``."""
+
+    def register(fn: Callable[[Ctx], Result]) -> Callable[[Ctx], Result]:
+        QUESTIONS[key] = (text, fn, Path(sys.modules[fn.__module__].__file__ or "").name)
+        return fn
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing and statistics
+
+
+def side_by_side(
+    cases: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds per call of each case; each round runs every case once, in rotating order."""
+    names = list(cases)
+    for _ in range(warmup):
+        for name in names:
+            cases[name]()
+    out: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            t0 = clock()
+            cases[name]()
+            out[name].append(clock() - t0)
+    return out
+
+
+def per_call(op: Callable[[Any], Any], items: Iterable[Any], before: Callable | None = None):
+    """Seconds of ``op(item)`` per item; ``before()`` (e.g. evict) runs untimed before each."""
+    out, clock = [], time.perf_counter
+    for item in items:
+        if before is not None:
+            before()
+        t0 = clock()
+        op(item)
+        out.append(clock() - t0)
+    return out
+
+
+def p50(values: Sequence[float]) -> float:
+    return float(np.median(values))
+
+
+def p95(values: Sequence[float]) -> float:
+    return float(np.percentile(values, 95))
+
+
+def ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """p50(a) / p50(b): the medians the table shows (take a and b from interleaved rounds)."""
+    return p50(a) / p50(b)
+
+
+def x(value: float) -> str:
+    """A ratio as text: 1.16x, 21x."""
+    return f"{value:.0f}x" if value >= 20 else f"{value:.2f}x"
+
+
+def row(measure: str, values: Sequence[float], unit: str, ratio: str = "", what: str = "") -> dict:
+    """One table row: p50 of ``values`` (already in ``unit``), p95 when there are >= 10."""
+    v = list(values)
+    q95 = p95(v) if len(v) >= 10 else float("nan")
+    out = dict(zip(HEADERS, (measure, p50(v), unit, q95, len(v), ratio, what), strict=True))
+    return out | {"values": [float(f"{a:.4g}") for a in v]}  # raw, for the JSON
+
+
+def latency(measure: str, seconds: Sequence[float], ratio: str = "", what: str = "") -> dict:
+    """A row of per-call seconds, in ms (µs below 1 ms)."""
+    scale, unit = (1e3, "ms") if p50(seconds) >= 1e-3 else (1e6, "µs")
+    return row(measure, [t * scale for t in seconds], unit, ratio, what)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and results
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.{1 if abs(value) >= 10 else 2}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def text_table(rows: Sequence[dict[str, Any]], headers: Sequence[str] = HEADERS) -> str:
+    """Fixed-width table: numeric columns right-aligned."""
+    cells = [list(headers)] + [[format_cell(r.get(h, "")) for h in headers] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(headers))]
+    num = [all(isinstance(r.get(h), int | float) for r in rows) for h in headers]
+    lines = ["  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(r, widths, num,
+             strict=True)).rstrip() for r in cells]  # fmt: skip
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    """Atomically (no half-written results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_plain) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def run_name() -> str:
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in platform.node()) or "host"
+    return f"{dt.date.today().isoformat()}-{host}"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment() -> dict[str, Any]:
+    """What a reader needs to judge the numbers: machine, allocator/threads env, versions."""
+    tuning = {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}
+    return {
+        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "loadavg": os.getloadavg(),  # other work on the machine skews every number
+        "env": tuning,
+        "allocator": " ".join(f"{k}={v}" for k, v in tuning.items()) or "defaults",
+        "python": platform.python_version(),
+        "versions": {d: _version(d) for d in VERSIONS},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: the same shards and store for every question
+
+
+def parse_shards(spec: str) -> list[int]:
+    """'0-3' or '3,7' -> indices."""
+    out: list[int] = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def synth_cached(indices: Sequence[int], images: int, small: bool, cache: Path | None) -> list:
+    """Synthetic shards, made once per parameters and generator version (they cost ~0.3 s per
+    full-size image), in ``cache`` (default benchmarks/.cache)."""
+    from sa1b_pack.testing import synth
+
+    code = sorted(Path(synth.__file__).parent.glob("synth*.py"))
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in code)).hexdigest()[:10]
+    key = f"{'small' if small else 'full'}-{images}-{digest}"
+    folder = Path(cache or CACHE_DIR) / key
+    paths = [folder / f"sa_{i:06d}.tar" for i in indices]
+    missing = [i for i, p in zip(indices, paths, strict=True) if not p.is_file()]
+    if missing:  # synth writes atomically: a present file is complete
+        jobs = min(len(missing), os.cpu_count() or 1)
+        synth.synth_shards(folder, missing, images, small=small, jobs=jobs, progress=False)
+    return paths
+
+
+def pack_store(tars: Sequence[Path], dst: Path, **kwargs: Any) -> Path:
+    from sa1b_pack import pack
+
+    report = pack(tars[0].parent, dst, [int(p.stem[3:]) for p in tars], progress=False, **kwargs)
+    if not report.ok:
+        raise SystemExit(f"packing {dst} failed: {report}")
+    return dst
+
+
+def spread(count: int, k: int, seed: int) -> list[int]:
+    """``k`` of ``range(count)`` drawn without replacement (seeded), ascending."""
+    if k >= count:
+        return list(range(count))
+    return sorted(np.random.default_rng(seed).choice(count, size=k, replace=False).tolist())
+
+
+def with_masks(store: Any, k: int, seed: int) -> list[int]:
+    """``k`` indices of samples that have masks (seeded draw)."""
+    have = [i for i in range(len(store)) if len(store[i]) > 0]
+    return [have[j] for j in spread(len(have), k, seed)]
+
+
+def flat_view(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A C-contiguous ``shape`` view on the front of a reused flat buffer."""
+    return buffer[: int(np.prod(shape))].reshape(shape)
+
+
+def faulted(nbytes: int) -> np.ndarray:
+    """A flat uint8 buffer with every page already faulted in (not inside a timed call)."""
+    buffer = np.empty(max(nbytes, 1), np.uint8)
+    buffer.fill(1)
+    return buffer
+
+
+# ---------------------------------------------------------------------------------------------
+# Cold page cache
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def evict(paths: Iterable[str | os.PathLike]) -> None:
+    """Drop the files' pages from the page cache, no root needed.
+
+    The kernel keeps pages a process maps, so this process's maps of the files first lose
+    theirs (madvise DONTNEED: the map stays valid and refaults), then posix_fadvise DONTNEED
+    drops the clean pages. A VM's host may still cache the disk: "cold" is cold for the guest.
+    """
+    wanted = {os.path.realpath(p) for p in paths}
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].rstrip("\n") in wanted:
+                lo, hi = (int(v, 16) for v in fields[0].split("-"))
+                _libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), mmap.MADV_DONTNEED)
+    for path in wanted:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def store_files(root: str | os.PathLike) -> list[Path]:
+    """Every file of a store: what a cold read must find on disk."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())

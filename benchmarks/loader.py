@@ -1,0 +1,83 @@
+"""SA1BDataset through a DataLoader (0 workers, 2 fork, 2 spawn; full-size and pre-resized
+store) against the floor: decode + resize of the same images alone."""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import numpy as np
+from harness import Ctx, Result, pack_store, question, ratio, row, side_by_side, spread, x
+from torch.utils.data import DataLoader, Subset
+
+from sa1b_pack.codec.jpeg import decode_image
+from sa1b_pack.torch import SA1BDataset, collate
+
+PRE = "pre-resized, W=0"
+REF = {"W=2 fork": "W=0", "W=2 spawn": "W=2 fork", PRE: "W=0", "pre-resized, W=2 fork": PRE}
+
+
+def epoch(loader: DataLoader) -> None:
+    for _ in loader:  # batches are received, not touched, as a trainer receives them
+        pass
+
+
+@question("loader", "How close is the training DataLoader to the JPEG decode + resize floor, "
+          "and what do workers and a pre-resized store change?")  # fmt: skip
+def loader(ctx: Ctx) -> Result:
+    size, m, batch = ctx.size(1024, 64), ctx.size(256, 16), 8
+    recipe = dict(image_size=size, mask_size=m, max_masks=64, min_predicted_iou=0.88,
+                  min_stability_score=0.95, min_area=100, seed=ctx.seed)  # fmt: skip
+    ds = SA1BDataset(ctx.store, **recipe)
+    positions = spread(len(ds), ctx.size(48, 6, 96), ctx.seed)
+    sets = {"": ds}
+    if not ctx.full:  # a real store's pre-resized copy would take minutes to pack
+        resized = pack_store(ctx.tars, ctx.work / "loader-resized", image_longest=size)
+        sets["pre-resized, "] = SA1BDataset(resized, **recipe)
+    ds[positions[0]]  # numba kernels compiled/loaded before any fork
+    loaders = {}
+    for prefix, data in sets.items():
+        for workers, how in ((0, None), (2, "fork"), (2, "spawn")):
+            if prefix and how == "spawn":
+                continue
+            name = f"{prefix}W={workers}" + (f" {how}" if how else "")
+            loaders[name] = DataLoader(Subset(data, positions), batch, collate_fn=collate,
+                                       num_workers=workers, persistent_workers=workers > 0,
+                                       multiprocessing_context=how)  # fmt: skip
+    first = {}
+    for name, lo in loaders.items():  # untimed: starts the persistent workers
+        t0 = time.perf_counter()
+        epoch(lo)
+        first[name] = time.perf_counter() - t0
+    image = np.ones((size, size, 3), np.uint8)
+    samples = [ds.store[int(ds.index[p])] for p in positions]
+
+    def floor() -> None:
+        for s in samples:
+            decode_image(s.jpeg, s.height, s.width, size, image)
+
+    cases = {name: (lambda lo=lo: epoch(lo)) for name, lo in loaders.items()}
+    sec = side_by_side({**cases, "floor": floor}, ctx.size(5, 1), warmup=0)
+    n, w0, fl = len(positions), sec["W=0"], sec.pop("floor")
+    rows = [row(f"SA1BDataset, {name}", [n / v for v in t], "samples/s",
+                f"{x(ratio(sec[REF[name]], t))} {REF[name]}" if name in REF else "ref",
+                f"batch {batch}" + ("; persistent workers" if "W=2" in name else ""))
+            for name, t in sec.items()]  # fmt: skip
+    what = f"DCT-scaled decode + resize + pad into ({size},{size},3), reused"
+    rel = f"W=0 takes {x(ratio(w0, fl))} its time"
+    rows.append(row("floor: decode_image only", [1e3 * v / n for v in fl], "ms/sample", rel, what))
+    reading = [f"With 0 workers a sample takes {x(ratio(w0, fl))} the time of its decode + "
+               f"resize alone; 2 fork workers give {x(ratio(w0, sec['W=2 fork']))} the "
+               "samples/s of 0" + (f"; the pre-resized store {x(ratio(w0, sec[PRE]))} at 0"
+                                   if PRE in sec else "") + "."]  # fmt: skip
+    notes = [
+        f"{n} images per epoch, image {size}, up to 64 masks at {m}; {len(fl)} "
+        "interleaved rounds of every loader and the floor; workers started by an untimed "
+        "first epoch, which took " + ", ".join(f"{k} {v:.2f} s" for k, v in first.items())
+    ]
+    chart = [{"system": "sa1b_pack, pre-resized store" if k.startswith("pre") else "sa1b_pack",
+              "workers": int(k.split("W=")[1][0]), "samples_s": n / float(np.median(t))}
+             for k, t in sec.items() if "spawn" not in k]  # fmt: skip
+    del loaders, cases
+    gc.collect()  # shuts the persistent workers down
+    return Result(rows, reading, notes, {"chart": chart})

@@ -98,10 +98,14 @@ class Store:
         """Fetch the parts these global indices fall in, in order of first use, ahead of the
         reads (a store on object storage with a cache; otherwise nothing is done). Call it in
         the main process with the epoch's order: DataLoader workers then find parts cached."""
-        parts = np.searchsorted(self._spanner.ends, np.asarray(indices), side="right")
+        parts = self.parts_of(indices)
         _, first = np.unique(parts, return_index=True)
         names = [self.shards[p] for p in parts[np.sort(first)]]
         self.storage.predownload([(n, self.manifest["shards"][n]) for n in names])
+
+    def parts_of(self, indices: np.ndarray) -> np.ndarray:
+        """The part each global index falls in (vectorised ``Spanner.locate``)."""
+        return np.searchsorted(self._spanner.ends, np.asarray(indices), side="right")
 
     def part_start(self, p: int) -> int:
         """Global index of part ``p``'s first sample."""

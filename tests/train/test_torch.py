@@ -14,9 +14,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from sa1b_pack.torch import SA1BDataset, collate
+from sa1b_pack.torch import Recipe, SA1BDataset, collate
 from sa1b_pack.train import torch as sa1b_torch
-from sa1b_pack.train.recipe import Recipe
 
 RECIPE = dict(image_size=64, mask_size=16, max_masks=4, min_predicted_iou=0.85)
 

@@ -1,7 +1,7 @@
 """Synthetic SA-1B-format tar shards for tests, demos and benchmarks.
 
 Real SA-1B cannot be fetched everywhere, so this writes shards with what a packer meets in the
-released ones (see SA1B_FORMAT.md): shuffled members, three member-name layouts, optional gzip
+released ones: shuffled members, three member-name layouts, optional gzip
 under a `.tar` name, ~1500 px photo-like JPEGs of realistic size, heavy-tailed mask counts,
 irregular overlapping and nested masks encoded by pycocotools, and the known field quirks
 (bbox one pixel smaller, predicted_iou above 1, prompt points outside their mask, sparse ids).

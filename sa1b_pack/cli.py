@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from .source.shards import ShardError, available_shards, parse_shards
-from .store.manifest import StoreError
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -262,11 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix, shown as one line. Imported only once something is
+    raised, so that ``--help`` and ``fetch`` do not load the store package."""
+    from .store.manifest import StoreError
+
+    return (ShardError, StoreError, FileNotFoundError, ValueError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ShardError, StoreError, FileNotFoundError, ValueError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"sa1b-pack: error: {exc}", file=sys.stderr)
         return 2
 

@@ -5,8 +5,8 @@ CI job) a redrawn bar only writes carriage returns and cursor escapes that pile 
 so there it draws nothing and instead writes a plain line, "desc: 40% 4/10 [00:12<00:18, ...]",
 at most once every ``LOG_EVERY`` seconds and once more when it closes (unless the last line
 already showed the final count): a long fetch still shows in its log that it moves, and a short
-run logs one line per bar. Bars that are details of another
-(one per file in flight beside a total) pass ``log=False`` and stay silent off a terminal.
+run logs one line per bar. Bars that are details of another (one per file in flight beside a
+total) pass ``log=False`` and stay silent off a terminal.
 
 ``say`` prints a message through ``tqdm.write``, which lifts the bars on a terminal and draws
 them again below, so a message never lands in the middle of a bar.

@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..progress import progress_bar
 from ..source.shards import SHARD_FILE, shard_name
 from ..store.format import MANIFEST
 from ..store.manifest import check_files, read_manifest
@@ -212,8 +213,8 @@ class _Run:
     def go(self, ready: list[int], todo: dict[int, int | None], bars: Bars) -> FetchReport:
         """Downloads on ``jobs`` threads, packing on one more, until all is done or stopped."""
         shown = bars.enabled and self.dst is not None
-        bar = tqdm(
-            total=len(ready) + len(todo), desc="packed", unit="shard", position=1, disable=not shown
+        bar = progress_bar(
+            total=len(ready) + len(todo), desc="packed", unit="shard", position=1, enabled=shown
         )
         packer = None
         if self.dst is not None:

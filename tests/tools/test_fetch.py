@@ -270,14 +270,21 @@ def test_resume_part_files(origin: Path, tmp_path: Path, no_range: bool) -> None
     assert len(restarts) == (1 if no_range else 0)  # said once, not once per file
 
 
-def test_slow_server_is_not_a_timeout(origin: Path, tmp_path: Path) -> None:
-    """The timeout bounds the wait between bytes, not the transfer (here ~4x the timeout)."""
+def test_slow_server_is_not_a_timeout(
+    origin: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The timeout bounds the wait between bytes, not the transfer (here ~4x the timeout).
+    With progress on and stderr not a terminal, the log gets plain lines, no redraws."""
     src, log = tmp_path / "src", Log()
     with serve(origin, Faults(delay=0.1)) as base:
         links = links_file(tmp_path / "links.txt", base)
         report = fetch(links, src, [0], jobs=1, http=FAST, log=log)  # with progress bars
     assert report.downloaded == ["sa_000000"]
     assert not [line for line in log.lines if "retry" in line]
+    err = capfd.readouterr().err
+    assert "\r" not in err and "\x1b" not in err, repr(err)
+    assert err.splitlines()[0].startswith("shards to download: 1")
+    assert re.match(r"download: 100% (\S+)/\1 \[", err.splitlines()[-1]), err
 
 
 def test_http_errors_are_reported_and_the_rest_go_on(origin: Path, tmp_path: Path) -> None:

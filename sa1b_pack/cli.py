@@ -44,7 +44,10 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .fetch.run import DiskSpaceError, Http, fetch, read_links
+    from .fetch.disk import DiskSpaceError
+    from .fetch.download import Http
+    from .fetch.links import read_links
+    from .fetch.run import fetch
 
     shards = parse_shards(args.shards) if args.shards else sorted(read_links(args.links))
     try:

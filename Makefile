@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# Reinstall when what is installed can change: the dependencies or the pins of our own build.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
 SHARDS ?= 0-1
 SRC ?= data/sa1b
@@ -13,10 +14,10 @@ DEMO := demo
 
 .PHONY: venv demo test lint pack bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench,torch]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,bench,torch]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

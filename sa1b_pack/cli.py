@@ -1,13 +1,17 @@
-"""The ``sa1b-pack`` command: thin wrappers over the Python API."""
+"""The ``sa1b-pack`` command: thin wrappers over the Python API.
+
+Each command imports what it needs when it runs, so ``--help`` and the light commands stay
+quick; the user-facing text is ``DESCRIPTION`` and ``EPILOG`` below.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .source.shards import ShardError, available_shards, parse_shards
-from .store.errors import StoreError
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
@@ -40,7 +44,10 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .fetch.run import DiskSpaceError, Http, fetch, read_links
+    from .fetch.disk import DiskSpaceError
+    from .fetch.download import Http
+    from .fetch.links import read_links
+    from .fetch.run import fetch
 
     shards = parse_shards(args.shards) if args.shards else sorted(read_links(args.links))
     try:
@@ -140,11 +147,42 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sa1b-pack", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = """\
+Pack Meta's SA-1B dataset (tar shards of JPEGs + COCO-RLE JSON) into a store of Parquet
+tables and memory-mapped files that serves any sample by index, fast, for training.
 
-    p = sub.add_parser("pack", help="pack tar shards into a store (resumable)")
+The usual sequence:
+  synth or fetch   get SA-1B-format tar shards (synthetic ones, or Meta's, from its links file)
+  pack             pack the shards into a store (resumable; fetch --pack does it as they land)
+  info, verify     what the store holds; check its files and masks (and against the tars)
+  show             draw one sample with its masks to a PNG
+Run 'sa1b-pack COMMAND --help' for a command's options.
+"""
+
+EPILOG = """\
+examples:
+  sa1b-pack synth demo/src --shards 0-1 --images-per-shard 8 --small
+  sa1b-pack fetch sa1b_links.txt /data/sa1b_tars --shards 0-99 --pack /data/sa1b --delete-tars
+  sa1b-pack pack /data/sa1b_tars /data/sa1b --shards 0-99 --jobs 4 --image-longest 1024
+  sa1b-pack verify /data/sa1b --source /data/sa1b_tars --sample 0.01
+"""
+
+
+def _command(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    """A subcommand whose one-line summary shows in both the command list and its --help."""
+    return sub.add_parser(name, help=summary, description=summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sa1b-pack",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "pack", "pack tar shards into a store (resumable)")
     p.add_argument("src", help="folder holding sa_NNNNNN.tar shards")
     p.add_argument("dst", help="store folder (created if missing)")
     p.add_argument("--shards", help="e.g. 0-99 or 3,7,10-12 (default: every shard in SRC)")
@@ -168,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://head:8786")
     p.set_defaults(func=_cmd_pack)
 
-    f = sub.add_parser("fetch", help="download shards from Meta's links file, pack as they land")
+    f = _command(sub, "fetch", "download shards from Meta's links file, pack as they land")
     f.add_argument("links", help="Meta's links file: file_name<TAB>cdn_link, a header line")
     f.add_argument("src", help="folder for the tars (created if missing)")
     f.add_argument("--shards", help="e.g. 0-99 or 3,7,10-12 (default: every shard listed)")
@@ -188,36 +226,41 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.set_defaults(func=_cmd_fetch)
 
-    s = sub.add_parser("synth", help="write synthetic SA-1B-format shards")
-    s.add_argument("out")
-    s.add_argument("--shards", default="0", help="e.g. 0-1")
-    s.add_argument("--images-per-shard", type=int, default=20)
+    s = _command(sub, "synth", "write synthetic SA-1B-format shards (for trying things out)")
+    s.add_argument("out", help="folder for the tars (created if missing)")
+    s.add_argument("--shards", default="0", help="e.g. 0-1 or 3,7 (default: 0)")
+    s.add_argument("--images-per-shard", type=int, default=20, help="default: 20")
     s.add_argument("--small", action="store_true", help="small images, few masks (tests)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--layout", choices=["root", "dot", "folder"], default="root")
+    s.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: 0)")
+    s.add_argument(
+        "--layout",
+        choices=["root", "dot", "folder"],
+        default="root",
+        help="member names: sa_1.jpg, ./sa_1.jpg or sa_000000/sa_1.jpg (default: root)",
+    )
     s.add_argument("--gzip", action="store_true", help="gzip the tar, keeping the .tar name")
-    s.add_argument("--jobs", type=int, default=1)
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--jobs", type=int, default=1, help="shards written in parallel")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
 
-    i = sub.add_parser("info", help="shards, images, masks, bytes, format version")
-    i.add_argument("dst")
+    i = _command(sub, "info", "shards, images, masks, bytes, format version")
+    i.add_argument("dst", help="store folder")
     i.set_defaults(func=_cmd_info)
 
-    e = sub.add_parser("errors", help="what packing left out: bad samples, strays, orphans")
-    e.add_argument("dst")
+    e = _command(sub, "errors", "what packing left out: bad samples, strays, orphans")
+    e.add_argument("dst", help="store folder")
     e.set_defaults(func=_cmd_errors)
 
-    v = sub.add_parser("verify", help="check files, offsets, masks; with --source, the tars too")
-    v.add_argument("dst")
+    v = _command(sub, "verify", "check files, offsets, masks; with --source, the tars too")
+    v.add_argument("dst", help="store folder")
     v.add_argument("--source", help="folder of the source tars: compare samples with them")
     v.add_argument("--sample", type=float, default=1.0, help="share of images compared (0-1]")
-    v.add_argument("--jobs", type=int, default=1)
-    v.add_argument("--quiet", action="store_true")
+    v.add_argument("--jobs", type=int, default=1, help="shards checked in parallel")
+    v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_cmd_verify)
 
-    v = sub.add_parser("show", help="render one image with its largest masks as a PNG")
-    v.add_argument("dst")
+    v = _command(sub, "show", "render one image with its largest masks as a PNG")
+    v.add_argument("dst", help="store folder")
     v.add_argument("index", type=int, help="sample index in the store (negative from the end)")
     v.add_argument("--out", default="sample.png", help="PNG to write (default: sample.png)")
     v.add_argument("--max-masks", type=int, default=50, help="largest masks shown, by area")
@@ -226,11 +269,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix, shown as one line. Imported only once something is
+    raised, so that ``--help`` and ``fetch`` do not load the store package."""
+    from .store.errors import StoreError
+
+    return (ShardError, StoreError, FileNotFoundError, ValueError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ShardError, StoreError, FileNotFoundError, ValueError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
         print(f"sa1b-pack: error: {exc}", file=sys.stderr)
         return 2
 

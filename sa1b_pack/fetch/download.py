@@ -14,7 +14,6 @@ import os
 import queue
 import random
 import re
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,8 @@ from pathlib import Path
 import requests
 import urllib3
 from tqdm import tqdm
+
+from ..progress import progress_bar, say
 
 CHUNK = 1 << 20
 BACKOFF_CAP = 60.0  # seconds: the longest wait between two attempts
@@ -63,7 +64,8 @@ class _Transient(Exception):
 
 @dataclass
 class Log:
-    """Messages through tqdm (bars stay intact); ``once`` says a thing once per run."""
+    """Messages that never break a progress bar, kept in ``lines``; ``once`` says a thing once
+    per run."""
 
     quiet: bool = False
     lines: list[str] = field(default_factory=list)
@@ -72,7 +74,7 @@ class Log:
 
     def say(self, message: str) -> None:
         self.lines.append(message)
-        tqdm.write(message, file=sys.stderr)
+        say(message)
 
     def once(self, message: str) -> None:
         with self._lock:
@@ -269,12 +271,12 @@ def _attempt(
 
 class Bars:
     """A total bar (bytes, rate, ETA) on row 0 and one bar per file in flight on rows 2+
-    (row 1 is fetch's packing bar)."""
+    (row 1 is fetch's packing bar). Off a terminal only the total is logged, now and then."""
 
     def __init__(self, total: int | None, initial: int, rows: int, enabled: bool) -> None:
         self.enabled, self.lock = enabled, threading.Lock()
-        self.total = tqdm(
-            total=total, initial=initial, desc="download", position=0, disable=not enabled, **BYTES
+        self.total = progress_bar(
+            total=total, initial=initial, desc="download", position=0, enabled=enabled, **BYTES
         )
         self.rows: queue.SimpleQueue[int] = queue.SimpleQueue()
         for row in range(2, rows + 2):
@@ -290,13 +292,14 @@ class Bars:
         def update(done: int) -> None:
             if not bar:  # the first call states what the .part already held: not a rate
                 bar.append(
-                    tqdm(
+                    progress_bar(
                         total=size,
                         initial=done,
                         desc=name,
                         position=row,
                         leave=False,
-                        disable=not self.enabled,
+                        enabled=self.enabled,
+                        log=False,
                         **BYTES,
                     )
                 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,34 +20,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..source.shards import SHARD_FILE, shard_name
+from ..progress import progress_bar
+from ..source.shards import shard_name
 from ..store.format import MANIFEST
 from ..store.manifest import check_files, read_manifest
+from .disk import STORE_PER_TAR_BYTE, TYPICAL_SHARD_BYTES, check_disk
 from .download import EXPIRED_HINT, Bars, DownloadError, Http, Log, Stopped, download, probe
+from .links import LINKS_PAGE, read_links
 
-LINKS_PAGE = "https://ai.meta.com/datasets/segment-anything-downloads/"
 PROBE_THREADS = 16
-STORE_PER_TAR_BYTE = 1.0  # store bytes / tar bytes, measured by `make bench` (README)
-TYPICAL_SHARD_BYTES = 11 * 10**9  # for a shard whose server does not state its size
-HEADROOM = 1 << 30  # never plan to fill a disk to the last byte
-
-
-class DiskSpaceError(Exception):
-    """The chosen shards (and store) do not fit in the free space; nothing was fetched."""
-
-
-def read_links(path: str | os.PathLike) -> dict[int, str]:
-    """Meta's links file (``file_name<TAB>cdn_link``, a header line) -> {shard index: url}."""
-    links: dict[int, str] = {}
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        fields = [f.strip() for f in line.strip().split("\t")]
-        if not line.strip() or (number == 1 and fields[0] == "file_name"):
-            continue
-        if len(fields) != 2 or not fields[1].startswith(("http://", "https://")):
-            raise ValueError(f"{path}:{number}: expected 'file_name<TAB>url', got {line[:80]!r}")
-        if match := SHARD_FILE.fullmatch(fields[0]):  # anything else listed is not a shard
-            links[int(match.group(1))] = fields[1]
-    return links
 
 
 @dataclass
@@ -67,41 +47,6 @@ class FetchReport:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.pack_failed
-
-
-def _free(path: Path) -> tuple[int, int]:
-    """(device, free bytes) of the filesystem that holds ``path`` or would hold it."""
-    while not path.exists():
-        path = path.parent
-    return os.stat(path).st_dev, shutil.disk_usage(path).free
-
-
-def check_disk(
-    src: Path, dst: Path | None, tar_bytes: int, store_bytes: int, force: bool, hint: str
-) -> str:
-    """Refuse (DiskSpaceError) unless the tars fit under ``src`` and the store under ``dst``,
-    together if they share a disk; returns the plan, for the log."""
-    free: dict[int, tuple[int, Path]] = {}
-    need: dict[int, int] = {}
-    for path, size in ((src, tar_bytes), (dst, store_bytes)):
-        if path is not None:
-            device, space = _free(path)
-            free.setdefault(device, (space, path))
-            need[device] = need.get(device, HEADROOM) + size
-    plan = f"needs {_human(tar_bytes)} for tars"
-    plan += f" + {_human(store_bytes)} for the store" if dst is not None else ""
-    for device, (space, path) in free.items():
-        if need[device] > space and not force:
-            raise DiskSpaceError(
-                f"not enough disk: the fetch {plan} (+{_human(HEADROOM)} headroom), and the "
-                f"disk of {path} has {_human(space)} free. Fetch fewer --shards, free "
-                f"space{hint}, or pass --force"
-            )
-    return plan
-
-
-def _human(size: float) -> str:
-    return tqdm.format_sizeof(size, "B")
 
 
 @dataclass
@@ -212,8 +157,8 @@ class _Run:
     def go(self, ready: list[int], todo: dict[int, int | None], bars: Bars) -> FetchReport:
         """Downloads on ``jobs`` threads, packing on one more, until all is done or stopped."""
         shown = bars.enabled and self.dst is not None
-        bar = tqdm(
-            total=len(ready) + len(todo), desc="packed", unit="shard", position=1, disable=not shown
+        bar = progress_bar(
+            total=len(ready) + len(todo), desc="packed", unit="shard", position=1, enabled=shown
         )
         packer = None
         if self.dst is not None:

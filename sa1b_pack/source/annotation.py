@@ -9,7 +9,7 @@ stored columns compares equal to the source's (a bbox written as ints comes back
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ MASK_FIELDS = copied(MASK_COLUMNS)
 # The segmentation object is the mask itself: its size and counts are checked together below.
 PLAIN_MASK_FIELDS = tuple(c for c in MASK_FIELDS if "." not in c.source)
 IMAGE_KEYS = tuple(c.source for c in IMAGE_FIELDS)
+
 ANNOTATION_KEYS = (*(c.source for c in PLAIN_MASK_FIELDS), "segmentation")
 SEGMENTATION_KEYS = ("size", "counts")
 
@@ -87,26 +88,39 @@ def _numbers(value: Any, length: int, what: str) -> list[float]:
     return [_number(v, what) for v in value]
 
 
-def _typed(value: Any, column: Column, what: str) -> Any:
-    """A JSON value checked against, and converted to, its column's type."""
+def _string(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise AnnotationError(f"{what} must be a string")
+    return value
+
+
+def _points(value: Any, what: str) -> list[list[float]]:
+    if not isinstance(value, list):
+        raise AnnotationError(f"{what} must be a list of [x, y]")
+    return [_numbers(p, 2, what) for p in value]
+
+
+def _converter(column: Column) -> Callable[[Any, str], Any]:
+    """The function that checks a JSON value against its column's type and converts it;
+    chosen once per column, not per value."""
     kind = column.type
     if kind == pa.int64():
-        return _int(value, what)
+        return _int
     if kind == pa.int32():
-        return _int(value, what, INT32_MAX)
+        return lambda value, what: _int(value, what, INT32_MAX)
     if kind == pa.float64():
-        return _number(value, what)
+        return _number
     if kind == pa.string():
-        if not isinstance(value, str):
-            raise AnnotationError(f"{what} must be a string")
-        return value
-    if column.width is not None:
-        return _numbers(value, column.width, what)
+        return _string
+    if (width := column.width) is not None:
+        return lambda value, what: _numbers(value, width, what)
     if column.ragged:
-        if not isinstance(value, list):
-            raise AnnotationError(f"{what} must be a list of [x, y]")
-        return [_numbers(p, 2, what) for p in value]
+        return _points
     raise TypeError(f"no JSON conversion for column {column.name} of type {kind}")
+
+
+IMAGE_CONVERT = tuple((c.name, c.source, _converter(c)) for c in IMAGE_FIELDS)
+MASK_CONVERT = tuple((c.name, c.source, _converter(c), c.ragged) for c in PLAIN_MASK_FIELDS)
 
 
 def numpy_dtype(column: Column) -> np.dtype:
@@ -162,8 +176,8 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
     if not isinstance(anns, list):
         raise AnnotationError("annotations must be a list")
     fields = {
-        c.name: _typed(_get(image, c.source, "image."), c, f"image.{c.source}")
-        for c in IMAGE_FIELDS
+        name: convert(_get(image, key, "image."), f"image.{key}")
+        for name, key, convert in IMAGE_CONVERT
     }
     height, width = fields["height"], fields["width"]
     if width < 1 or height < 1:
@@ -186,13 +200,13 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
         try:
             if not isinstance(ann, dict):
                 raise AnnotationError("must be an object")
-            for c in PLAIN_MASK_FIELDS:
-                value = _typed(_get(ann, c.source, ""), c, c.source)
-                if c.ragged:
+            for name, key, convert, ragged in MASK_CONVERT:
+                value = convert(ann[key] if key in ann else _get(ann, key, ""), key)
+                if ragged:
                     points.extend(value)
                     point_counts[j] = len(value)
                 else:
-                    masks[c.name][j] = value
+                    masks[name][j] = value
             masks["seg_height"][j], masks["seg_width"][j], counts = _segmentation(
                 ann, height, width
             )

@@ -10,7 +10,6 @@ process alone owns the manifest. ``pack()`` is one Packer over one range of shar
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
@@ -20,6 +19,7 @@ from typing import Any
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from ..progress import progress_bar, say
 from ..source.shards import ShardError, find_shards, shard_name
 from .cluster import backend_context
 from .errors import StoreError
@@ -109,7 +109,7 @@ class Packer:
                 Parallel(n_jobs=self.jobs, return_as="generator_unordered")
             )
             self._images = stack.enter_context(
-                tqdm(desc="images", unit="img", disable=not self.progress)
+                progress_bar(desc="images", unit="img", enabled=self.progress)
             )
             self._queue = self._image_queue(stack)
         except BaseException:
@@ -167,7 +167,9 @@ class Packer:
             else:
                 todo.append(index)
         args = (self.storage, self._queue, self.image_longest, self.on_error)
-        with tqdm(total=len(todo), desc="shards", unit="shard", disable=not self.progress) as bar:
+        with progress_bar(
+            total=len(todo), desc="shards", unit="shard", enabled=self.progress
+        ) as bar:
             for index, result, error in self._parallel(
                 delayed(_pack_one)(tars[i], i, *args) for i in todo
             ):
@@ -181,7 +183,7 @@ class Packer:
         """Commit a finished shard (list it in the manifest) or record why it failed."""
         if error is not None:
             report.failed[name] = error
-            tqdm.write(f"FAILED {error}", file=sys.stderr)
+            say(f"FAILED {error}")
             return
         assert result is not None
         self.manifest["shards"][name] = result.entry
@@ -195,7 +197,7 @@ class Packer:
             report.skipped_members[name] = result.skipped
         for label, items in (("skipped", result.errors), ("left out", result.skipped)):
             for member, reason in items:
-                tqdm.write(f"{label} {name}: {member}: {reason}", file=sys.stderr)
+                say(f"{label} {name}: {member}: {reason}")
 
 
 def pack(

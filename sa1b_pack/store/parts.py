@@ -2,8 +2,9 @@
 memory-mapped one.
 
 A part hands out per-image columns whole (``images``), per-mask columns whole
-(``mask_column``, for filters over a shard) or for a row range (``mask_rows``, one sample's
-masks), payload byte ranges (``payload``) and COCO strings (``strings``). ``Sample``, the
+(``mask_column``, for filters over a shard) or for a row range (``mask_slice``, one sample's
+masks; ``mask_points`` for the ragged prompt points: offsets of the rows into the points),
+payload byte ranges (``payload``) and COCO strings (``strings``). ``Sample``, the
 training index and ``verify`` are written once against this; ``ranged.RangePart`` implements
 it with byte-range requests on object storage. Numeric columns are numpy arrays, strings
 Arrow arrays, and the ragged ``point_coords`` an (offsets, (n, 2) values) pair.
@@ -44,7 +45,9 @@ class Part(Protocol):
 
     def mask_column(self, name: str) -> np.ndarray: ...
 
-    def mask_rows(self, lo: int, n: int) -> Columns: ...
+    def mask_slice(self, name: str, lo: int, n: int) -> Any: ...
+
+    def mask_points(self, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]: ...
 
     def payload(self, file: str, start: int, size: int) -> np.ndarray: ...
 
@@ -159,28 +162,6 @@ def prefetch(payload: np.ndarray, start: int, size: int) -> None:
     _libc.madvise(first, address + size - first, mmap.MADV_WILLNEED)
 
 
-class _Rows(Mapping):
-    """Rows [lo, lo + n) of mapped per-mask columns, sliced on access (views, no copies)."""
-
-    __slots__ = ("_columns", "_hi", "_lo")
-
-    def __init__(self, columns: dict[str, Any], lo: int, n: int) -> None:
-        self._columns, self._lo, self._hi = columns, lo, lo + n
-
-    def __getitem__(self, name: str) -> Any:
-        values = self._columns[name]
-        if isinstance(values, tuple):  # ragged: offsets of these rows into all the values
-            offsets, points = values
-            return offsets[self._lo : self._hi + 1], points
-        return values[self._lo : self._hi]
-
-    def __iter__(self):
-        return iter(self._columns)
-
-    def __len__(self) -> int:
-        return len(self._columns)
-
-
 class MappedPart:
     """A part in a local folder: tables and payloads memory-mapped, columns as views."""
 
@@ -202,8 +183,12 @@ class MappedPart:
     def mask_column(self, name: str) -> np.ndarray:
         return self._masks[name]
 
-    def mask_rows(self, lo: int, n: int) -> Columns:
-        return _Rows(self._masks, lo, n)
+    def mask_slice(self, name: str, lo: int, n: int) -> Any:
+        return self._masks[name][lo : lo + n]
+
+    def mask_points(self, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        offsets, points = self._masks["point_coords"]
+        return offsets[lo : lo + n + 1], points
 
     def payload(self, file: str, start: int, size: int) -> np.ndarray:
         data = self._payloads[file]

@@ -71,6 +71,8 @@ class RangePart:
         self.images = table_columns(self._parquet(IMAGES_PARQUET).read(), IMAGE_COLUMNS)
         self._groups: OrderedDict[int, pa.Table] = OrderedDict()
         self._whole: dict[str, np.ndarray] = {}
+        self._rows: Columns = {}
+        self._rows_of: tuple[int, int] | None = None
 
     def _parquet(self, file: str) -> pq.ParquetFile:
         size = self._entry["files"][file]["bytes"]
@@ -103,7 +105,15 @@ class RangePart:
                                               MASK_BY_NAME[name])  # fmt: skip
         return self._whole[name]
 
-    def mask_rows(self, lo: int, n: int) -> Columns:
+    def mask_slice(self, name: str, lo: int, n: int) -> Any:
+        if self._rows_of != (lo, n):  # one sample's rows, fetched once for all its fields
+            self._rows, self._rows_of = self._mask_rows(lo, n), (lo, n)
+        return self._rows[name]
+
+    def mask_points(self, lo: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.mask_slice("point_coords", lo, n)
+
+    def _mask_rows(self, lo: int, n: int) -> Columns:
         starts = self._group_starts
         first = int(np.searchsorted(starts, lo, side="right")) - 1
         last = int(np.searchsorted(starts, lo + max(n, 1) - 1, side="right")) - 1

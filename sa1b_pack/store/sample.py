@@ -19,7 +19,7 @@ from ..source.annotation import build_document
 from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS
 from .errors import StoreError
 from .format import JPEG_PAYLOAD, RESIZED_PAYLOAD
-from .parts import Columns, Part
+from .parts import Part
 
 Indices = Sequence[int] | np.ndarray | None
 
@@ -27,7 +27,7 @@ Indices = Sequence[int] | np.ndarray | None
 class Sample:
     """Sample ``local`` of a part; fields are read on access, arrays are read-only views."""
 
-    __slots__ = ("_images", "_lo", "_n", "_part", "_rows", "local", "shard")
+    __slots__ = ("_images", "_lo", "_n", "_part", "local", "shard")
 
     def __init__(self, part: Part, local: int) -> None:
         self._part = part
@@ -36,7 +36,6 @@ class Sample:
         self.shard = part.name
         self._lo = int(images["mask_start"][local])
         self._n = int(images["mask_count"][local])
-        self._rows: Columns | None = None
 
     def __len__(self) -> int:
         """Number of masks."""
@@ -49,9 +48,7 @@ class Sample:
         return self._images[name][self.local]
 
     def _mask(self, name: str) -> Any:
-        if self._rows is None:
-            self._rows = self._part.mask_rows(self._lo, self._n)
-        return self._rows[name]
+        return self._part.mask_slice(name, self._lo, self._n)
 
     @property
     def image_id(self) -> int:
@@ -91,33 +88,33 @@ class Sample:
 
     @property
     def ids(self) -> np.ndarray:
-        return self._mask("id")
+        return self._part.mask_slice("id", self._lo, self._n)
 
     @property
     def bbox(self) -> np.ndarray:
         """(N, 4) float64 [x, y, w, h], as the source has it."""
-        return self._mask("bbox")
+        return self._part.mask_slice("bbox", self._lo, self._n)
 
     @property
     def area(self) -> np.ndarray:
-        return self._mask("area")
+        return self._part.mask_slice("area", self._lo, self._n)
 
     @property
     def predicted_iou(self) -> np.ndarray:
-        return self._mask("predicted_iou")
+        return self._part.mask_slice("predicted_iou", self._lo, self._n)
 
     @property
     def stability_score(self) -> np.ndarray:
-        return self._mask("stability_score")
+        return self._part.mask_slice("stability_score", self._lo, self._n)
 
     @property
     def crop_box(self) -> np.ndarray:
-        return self._mask("crop_box")
+        return self._part.mask_slice("crop_box", self._lo, self._n)
 
     @property
     def point_coords(self) -> np.ndarray | list[np.ndarray]:
         """(N, P, 2) float64 if every mask has P points (SA-1B: P = 1), else a list of (P_j, 2)."""
-        offsets, points = self._mask("point_coords")
+        offsets, points = self._part.mask_points(self._lo, self._n)
         counts = np.diff(offsets)
         if self._n == 0:
             return points[:0].reshape(0, 1, 2)
@@ -207,8 +204,8 @@ class Sample:
         """The sample's ``sa_<N>.json`` as a dict, rebuilt from the store: equal to the
         source's (used by ``verify --source`` and the round-trip tests)."""
         image = {c.name: self._image(c.name) for c in IMAGE_COLUMNS if c.source}
-        masks = {c.name: self._mask(c.name) for c in MASK_COLUMNS if c.source}
-        masks["point_coords"] = self.point_coords
+        masks = {c.name: self._mask(c.name) for c in MASK_COLUMNS if c.source and not c.ragged}
+        masks["point_coords"] = self.point_coords  # ragged: as the API hands it out
         data, offsets, sizes = self._strings(None)
         strings = [self._string(data, int(o), int(s)) for o, s in zip(offsets, sizes, strict=True)]
         extras = self._mask("extra")

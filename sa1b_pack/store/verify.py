@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import simplejpeg
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
 from ..codec import rle as mask_codec
+from ..progress import progress_bar
 from ..source.columns import TABLES
 from ..source.shards import ShardError, iter_members, source_fs
 from .errors import StoreError
@@ -52,7 +52,8 @@ def verify(
         delayed(verify_shard)(root, name, source, sample) for name in names
     )
     problems: list[str] = []
-    for found in tqdm(runs, total=len(names), desc="verify", unit="shard", disable=not progress):
+    bar = progress_bar(runs, total=len(names), desc="verify", unit="shard", enabled=progress)
+    for found in bar:
         problems.extend(found)
     return problems
 

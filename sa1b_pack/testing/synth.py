@@ -1,7 +1,7 @@
 """Synthetic SA-1B-format tar shards for tests, demos and benchmarks.
 
 Real SA-1B cannot be fetched everywhere, so this writes shards with what a packer meets in the
-released ones (see SA1B_FORMAT.md): shuffled members, three member-name layouts, optional gzip
+released ones: shuffled members, three member-name layouts, optional gzip
 under a `.tar` name, ~1500 px photo-like JPEGs of realistic size, heavy-tailed mask counts,
 irregular overlapping and nested masks encoded by pycocotools, and the known field quirks
 (bbox one pixel smaller, predicted_iou above 1, prompt points outside their mask, sparse ids).
@@ -26,6 +26,7 @@ import orjson
 import simplejpeg
 from tqdm import tqdm
 
+from ..progress import progress_bar
 from .synth_image import annotate, make_masks, mask_count, paint
 
 FULL_SHORT_SIDE = 1500
@@ -86,7 +87,8 @@ def synth_shard(
     few released images have none. None means one per shard in small mode, so every test shard
     of 2+ images has that case, and one per 200 images in full mode.
     """
-    with tqdm(total=images, disable=not progress, unit="img", desc=f"sa_{shard_index:06d}") as bar:
+    desc = f"sa_{shard_index:06d}"
+    with progress_bar(total=images, enabled=progress, unit="img", desc=desc) as bar:
         return _write_shard(
             Path(out_dir),
             shard_index,
@@ -124,7 +126,7 @@ def synth_shards(
         raise ValueError(f"duplicate shard indices in {indices}")
     args = (small, seed, layout, shuffle, gzip, empty_images)
     total = len(indices) * images_per_shard
-    with tqdm(total=total, disable=not progress, unit="img", desc="synth") as bar:
+    with progress_bar(total=total, enabled=progress, unit="img", desc="synth") as bar:
         if jobs == 1 or len(indices) <= 1:
             return [_write_shard(Path(out_dir), i, images_per_shard, *args, bar) for i in indices]
         tasks = (

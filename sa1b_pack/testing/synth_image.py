@@ -2,8 +2,9 @@
 
 The masks are star-shaped blobs with smooth random radii (wholes), intersections of smaller
 blobs with their parent (parts), border-touching, single-pixel and one-pixel-wide masks, of
-every scale; annotations carry the released files' quirks (see SA1B_FORMAT.md). Encoded by
-pycocotools, so every counts string is genuine.
+every scale; annotations carry the released files' quirks (bbox one pixel smaller than the
+mask's, predicted_iou above 1, prompt points outside their mask). Encoded by pycocotools, so
+every counts string is genuine.
 """
 
 from __future__ import annotations

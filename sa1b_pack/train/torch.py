@@ -3,15 +3,20 @@
 A map-style Dataset over a packed store for SAM-style training, and a collate function that
 pads the per-image mask count. Workers open the store's memory maps lazily, each in its own
 process (fork or spawn); what is pickled to them is the store path, the recipe and the index
-of eligible images (spilled to a temp .npy file and memory-mapped when large).
+of eligible images. A large index goes through a temp .npy file instead, which the workers
+memory-map: written once per dataset, however often it is pickled (spawn pickles it per worker
+per epoch), and deleted when that dataset is garbage-collected or the interpreter exits.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import tempfile
-from typing import Any
+import weakref
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,10 +27,30 @@ from .recipe import Recipe, eligible_images, training_sample
 
 logger = logging.getLogger("sa1b_pack")
 SPILL_ABOVE = 1 << 20  # index entries pickled inline up to this many, else via a .npy file
+RECIPE_FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+class _Spill(NamedTuple):
+    """``index`` as written to ``path``; ``owner`` deletes the file (None in unpickled copies)."""
+
+    index: np.ndarray
+    path: str
+    owner: weakref.finalize | None
+
+
+def _remove_spill(path: str, pid: int) -> None:
+    if os.getpid() == pid:  # not from a forked child that inherited the dataset
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 class SA1BDataset(Dataset):
     """SA-1B samples for SAM-style training: image, K sampled masks, boxes, points, quality.
+
+    ``recipe`` (default ``Recipe()``) says what a sample is; keywords named like its fields
+    (``image_size``, ``max_masks``, ``min_area``, ``seed``...) override them, so
+    ``SA1BDataset(root, image_size=1024, max_masks=64)`` needs no Recipe. ``float_image``:
+    images as float32 in [0, 1] instead of uint8.
 
     Images with no mask passing the filters are skipped when the dataset is built, so
     ``len(ds)`` counts only usable images. Mask draws depend on (seed, epoch, image): call
@@ -36,35 +61,29 @@ class SA1BDataset(Dataset):
     def __init__(
         self,
         root: str | os.PathLike,
+        recipe: Recipe | None = None,
         *,
-        image_size: int = 1024,
-        mask_size: int = 256,
-        max_masks: int = 64,
-        min_predicted_iou: float = 0.0,
-        min_stability_score: float = 0.0,
-        min_area: int = 0,
-        mask_sampling: str = "random",
-        seed: int = 0,
         float_image: bool = False,
+        **recipe_fields: Any,
     ) -> None:
+        if recipe is not None and not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe must be a Recipe, got {type(recipe).__name__}")
+        if unknown := sorted(set(recipe_fields) - set(RECIPE_FIELDS)):
+            raise TypeError(
+                f"SA1BDataset got unknown keyword(s) {', '.join(unknown)}; "
+                f"Recipe fields are {', '.join(RECIPE_FIELDS)}"
+            )
         self.root = os.fspath(root)
-        self.recipe = Recipe(
-            image_size=image_size,
-            mask_size=mask_size,
-            max_masks=max_masks,
-            min_predicted_iou=min_predicted_iou,
-            min_stability_score=min_stability_score,
-            min_area=min_area,
-            mask_sampling=mask_sampling,
-            seed=seed,
-        )
+        self.recipe = dataclasses.replace(recipe or Recipe(), **recipe_fields)
         self.float_image = float_image
         self.epoch = 0
         self.store = open_store(self.root)
         self.index = eligible_images(self.store, self.recipe)
-        if self.store.image_longest == image_size:
+        self._spill: _Spill | None = None
+        size = self.recipe.image_size
+        if self.store.image_longest == size:
             quality = self.store.manifest.get("resized_quality")
-            self.image_source = f"pre-resized {image_size} px JPEGs (quality {quality})"
+            self.image_source = f"pre-resized {size} px JPEGs (quality {quality})"
         else:
             self.image_source = "full-size JPEGs, decoded and resized per sample"
         logger.info("SA1BDataset %s: %d images, using %s", self.root, len(self), self.image_source)
@@ -99,12 +118,9 @@ class SA1BDataset(Dataset):
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("store", "index")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("store", "index", "_spill")}
         if len(self.index) > SPILL_ABOVE:
-            fd, path = tempfile.mkstemp(prefix="sa1b_index_", suffix=".npy")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.asarray(self.index))
-            state["index_file"] = path
+            state["index_file"] = self._spill_file()
         else:
             state["index"] = np.asarray(self.index)
         return state
@@ -113,8 +129,25 @@ class SA1BDataset(Dataset):
         path = state.pop("index_file", None)
         self.__dict__.update(state)
         self.store = open_store(self.root)
-        if path is not None:
+        self._spill = None
+        if path is not None:  # the file belongs to the dataset that was pickled: only map it
             self.index = np.load(path, mmap_mode="r")
+            self._spill = _Spill(self.index, path, None)
+
+    def _spill_file(self) -> str:
+        """The path of ``index`` as a .npy file, written on the first call only (again if
+        ``index`` was replaced or the file removed)."""
+        spill = self._spill
+        if spill is not None and spill.index is self.index and os.path.exists(spill.path):
+            return spill.path
+        if spill is not None and spill.owner is not None:
+            spill.owner()  # the old file describes an index no longer in use
+        fd, path = tempfile.mkstemp(prefix="sa1b_index_", suffix=".npy")
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.asarray(self.index))
+        owner = weakref.finalize(self, _remove_spill, path, os.getpid())
+        self._spill = _Spill(self.index, path, owner)
+        return path
 
 
 PER_MASK = ("boxes", "points", "predicted_iou", "stability_score", "mask_ids")

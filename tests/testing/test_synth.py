@@ -1,4 +1,4 @@
-"""The synthetic shards must look like released SA-1B shards (SA1B_FORMAT.md), reproducibly."""
+"""The synthetic shards must look like released SA-1B shards, reproducibly."""
 
 from __future__ import annotations
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from sa1b_pack import open_store
-from sa1b_pack.cli import main
+from sa1b_pack.cli import EPILOG, build_parser, main
 from sa1b_pack.store.format import FORMAT_VERSION
 from sa1b_pack.store.manifest import read_manifest
 
@@ -82,3 +83,29 @@ def test_errors_are_one_line(
     assert len(lines) == 1 and lines[0].startswith("sa1b-pack: error: "), captured.err
     assert match in lines[0] and "Traceback" not in captured.err
     assert not (tmp_path / "dst" / "parts").exists()
+
+
+def test_help_is_for_users_and_its_examples_parse(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "thin wrappers" not in out  # the module docstring is for developers
+    assert "The usual sequence" in out and "examples:" in out
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name in commands:
+        assert re.search(rf"^\s+{name}\s+\S", out, re.MULTILINE), f"{name} missing from --help"
+    examples = [line.strip() for line in EPILOG.splitlines() if line.startswith("  sa1b-pack ")]
+    assert len(examples) >= 2
+    for line in examples:
+        args = parser.parse_args(shlex.split(line)[1:])  # exits 2 if an example went stale
+        assert args.func is not None
+
+
+def test_every_command_and_option_has_help() -> None:
+    commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    for name, command in commands.items():
+        assert command.description, f"{name} --help has no description"
+        for action in command._actions:
+            assert action.help, f"{name} {action.dest}: no help text"

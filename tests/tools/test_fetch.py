@@ -23,10 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from sa1b_pack.cli import main
+from sa1b_pack.fetch import disk as disk_module
 from sa1b_pack.fetch import download as download_module
-from sa1b_pack.fetch import run as fetch_module
+from sa1b_pack.fetch.disk import DiskSpaceError
 from sa1b_pack.fetch.download import Http, Log
-from sa1b_pack.fetch.run import DiskSpaceError, fetch, read_links
+from sa1b_pack.fetch.links import read_links
+from sa1b_pack.fetch.run import fetch
 from sa1b_pack.store.manifest import read_manifest
 from sa1b_pack.store.packer import pack
 from sa1b_pack.testing.synth import synth_shards
@@ -270,14 +272,21 @@ def test_resume_part_files(origin: Path, tmp_path: Path, no_range: bool) -> None
     assert len(restarts) == (1 if no_range else 0)  # said once, not once per file
 
 
-def test_slow_server_is_not_a_timeout(origin: Path, tmp_path: Path) -> None:
-    """The timeout bounds the wait between bytes, not the transfer (here ~4x the timeout)."""
+def test_slow_server_is_not_a_timeout(
+    origin: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The timeout bounds the wait between bytes, not the transfer (here ~4x the timeout).
+    With progress on and stderr not a terminal, the log gets plain lines, no redraws."""
     src, log = tmp_path / "src", Log()
     with serve(origin, Faults(delay=0.1)) as base:
         links = links_file(tmp_path / "links.txt", base)
         report = fetch(links, src, [0], jobs=1, http=FAST, log=log)  # with progress bars
     assert report.downloaded == ["sa_000000"]
     assert not [line for line in log.lines if "retry" in line]
+    err = capfd.readouterr().err
+    assert "\r" not in err and "\x1b" not in err, repr(err)
+    assert err.splitlines()[0].startswith("shards to download: 1")
+    assert re.match(r"download: 100% (\S+)/\1 \[", err.splitlines()[-1]), err
 
 
 def test_http_errors_are_reported_and_the_rest_go_on(origin: Path, tmp_path: Path) -> None:
@@ -299,8 +308,8 @@ def test_disk_space_refusal(origin: Path, tmp_path: Path, monkeypatch: pytest.Mo
     total = sum((origin / f"sa_00000{i}.tar").stat().st_size for i in SHARDS)
     usage = shutil.disk_usage(tmp_path)
     free = int(total * 1.8)  # tars + store need 2x; with --delete-tars 3 tars + store do fit
-    monkeypatch.setattr(fetch_module, "HEADROOM", 0)
-    monkeypatch.setattr(fetch_module.shutil, "disk_usage", lambda p: usage._replace(free=free))
+    monkeypatch.setattr(disk_module, "HEADROOM", 0)
+    monkeypatch.setattr(disk_module.shutil, "disk_usage", lambda p: usage._replace(free=free))
     faults = Faults()
     src, dst = tmp_path / "src", tmp_path / "dst"
     with serve(origin, faults) as base:
@@ -311,7 +320,7 @@ def test_disk_space_refusal(origin: Path, tmp_path: Path, monkeypatch: pytest.Mo
             fetch(links, src, SHARDS, **run)
         assert not faults.gets  # refused before any download
         assert fetch(links, src, SHARDS, delete_tars=True, **run).ok
-        monkeypatch.setattr(fetch_module.shutil, "disk_usage", lambda p: usage._replace(free=0))
+        monkeypatch.setattr(disk_module.shutil, "disk_usage", lambda p: usage._replace(free=0))
         run["dst"] = tmp_path / "dst2"
         with pytest.raises(DiskSpaceError):
             fetch(links, tmp_path / "src2", [0], **run)

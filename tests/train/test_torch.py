@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from sa1b_pack.torch import SA1BDataset, collate
+from sa1b_pack.torch import Recipe, SA1BDataset, collate
 from sa1b_pack.train import torch as sa1b_torch
 
 RECIPE = dict(image_size=64, mask_size=16, max_masks=4, min_predicted_iou=0.85)
@@ -118,6 +120,68 @@ def test_pickle_carries_no_store_and_spills_large_indices(
     assert isinstance(spilled.index, np.memmap)
     assert np.array_equal(spilled.index, dataset.index)
     assert spilled[1]["image_id"] == dataset[1]["image_id"]
+
+
+def test_recipe_and_keyword_overrides(packed_dir: Path) -> None:
+    by_fields = SA1BDataset(packed_dir, **RECIPE, seed=3)
+    assert by_fields.recipe == Recipe(**RECIPE, seed=3)
+    base = Recipe(**RECIPE)
+    assert SA1BDataset(packed_dir, base).recipe == base
+    overridden = SA1BDataset(packed_dir, base, max_masks=2, seed=3, float_image=True)
+    assert overridden.recipe == Recipe(**{**RECIPE, "max_masks": 2}, seed=3)
+    assert overridden.float_image and base.max_masks == 4  # the Recipe given is not changed
+    assert np.array_equal(by_fields.index, SA1BDataset(packed_dir, base).index)
+    with pytest.raises(TypeError, match=r"unknown keyword\(s\) image_sise, maxmasks; Recipe"):
+        SA1BDataset(packed_dir, image_sise=64, maxmasks=3)
+    with pytest.raises(TypeError, match="recipe must be a Recipe, got int"):
+        SA1BDataset(packed_dir, 64)
+    with pytest.raises(ValueError, match="mask_sampling must be one of"):
+        SA1BDataset(packed_dir, mask_sampling="best")
+
+
+def spill_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("sa1b_index_*.npy"))
+
+
+@pytest.fixture
+def spill_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Spill every index, into a folder of its own: the folder holds exactly our spills."""
+    monkeypatch.setattr(sa1b_torch, "SPILL_ABOVE", 0)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_one_spill_file_per_dataset_removed_with_it(
+    packed_dir: Path, spill_everything: Path
+) -> None:
+    ds = SA1BDataset(packed_dir, **RECIPE)
+    copies = [pickle.loads(pickle.dumps(ds)) for _ in range(20)]
+    assert len(spill_files(spill_everything)) == 1
+    assert all(np.array_equal(c.index, ds.index) for c in copies)
+    again = pickle.loads(pickle.dumps(copies[0]))  # a copy pickled again maps the same file
+    assert np.array_equal(again.index, ds.index) and len(spill_files(spill_everything)) == 1
+    del copies, again
+    gc.collect()
+    assert len(spill_files(spill_everything)) == 1  # the copies only mapped it
+    ds.index = ds.index[:3]  # a new index: a new file, the old one removed
+    assert len(pickle.loads(pickle.dumps(ds)).index) == 3
+    assert len(spill_files(spill_everything)) == 1
+    del ds
+    gc.collect()
+    assert spill_files(spill_everything) == []
+
+
+def test_spilled_index_under_spawn_workers(packed_dir: Path, spill_everything: Path) -> None:
+    ds = SA1BDataset(packed_dir, **RECIPE, seed=3)
+    expected = loader_ids(ds, 0, None)
+    for epoch in range(2):  # spawn pickles the dataset for each worker of each epoch
+        ds.set_epoch(epoch)
+        assert loader_ids(ds, 2, "spawn") == loader_ids(ds, 0, None)
+    assert loader_ids(ds, 0, None) != expected  # epoch 1 drew other masks: the test can tell
+    assert len(spill_files(spill_everything)) == 1
+    del ds
+    gc.collect()
+    assert spill_files(spill_everything) == []
 
 
 def test_only_the_adapter_imports_torch() -> None:

@@ -1,0 +1,86 @@
+"""The light commands stay light: ``--help``, ``info``, ``errors`` and ``fetch`` without
+``--pack`` import none of the heavy dependencies, each checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+HEAVY = ("numba", "cv2", "simplejpeg", "pyarrow", "torch", "pycocotools")
+RUN = f"""
+import json, sys
+from sa1b_pack.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:  # --help exits
+    code = exc.code
+loaded = sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r}))
+print(json.dumps({{"code": code, "heavy": loaded}}))
+"""
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def links(tmp_path: Path) -> Iterator[Path]:
+    """A links file naming one small file on a loopback HTTP server (fetch does not open it)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "sa_000000.tar").write_bytes(os.urandom(10_000))
+    handler = partial(QuietHandler, directory=str(served))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/sa_000000.tar"
+    path = tmp_path / "links.txt"
+    path.write_text(f"file_name\tcdn_link\nsa_000000.tar\t{url}\n")
+    try:
+        yield path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def run_cli(argv: list[str]) -> tuple[int, list[str], str]:
+    """(exit code, heavy modules loaded, output) of ``sa1b-pack ARGV`` in a fresh interpreter."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "all_proxy")}
+    result = subprocess.run(
+        [sys.executable, "-c", RUN, *argv], capture_output=True, text=True, env=env, timeout=120
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and result.stdout.strip(), output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    return report["code"], report["heavy"], output
+
+
+@pytest.mark.parametrize("command", ["--help", "info", "errors", "fetch"])
+def test_light_commands_import_no_heavy_dependency(
+    command: str, packed_dir: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if command == "--help":
+        argv, expect = ["--help"], "The usual sequence"
+    elif command in ("info", "errors"):
+        argv, expect = [command, str(packed_dir)], "members left out" if command == "errors" else ""
+        expect = expect or "format_version"
+    else:
+        links = request.getfixturevalue("links")
+        argv, expect = ["fetch", str(links), str(tmp_path / "tars")], "downloaded 1, packed 0"
+    code, heavy, output = run_cli(argv)
+    shown = "sa1b-pack " + " ".join(argv)
+    assert code == 0, f"`{shown}` failed:\n{output}"
+    assert expect in output, f"`{shown}` did not say {expect!r}:\n{output}"
+    assert not heavy, f"`{shown}` imported {', '.join(heavy)}"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..store.reader import open_store
+from ..store.reader import Store, open_store
 from .recipe import Recipe, eligible_images, training_sample
 
 logger = logging.getLogger("sa1b_pack")
@@ -47,7 +47,9 @@ def _remove_spill(path: str, pid: int) -> None:
 class SA1BDataset(Dataset):
     """SA-1B samples for SAM-style training: image, K sampled masks, boxes, points, quality.
 
-    ``recipe`` (default ``Recipe()``) says what a sample is; keywords named like its fields
+    ``root`` is a store's path or URL, or an open ``Store`` (to read object storage through
+    a local cache: ``open_store(url, cache_dir=..., cache_bytes=...)``; workers get the
+    same options). ``recipe`` (default ``Recipe()``) says what a sample is; keywords named like its fields
     (``image_size``, ``max_masks``, ``min_area``, ``seed``...) override them, so
     ``SA1BDataset(root, image_size=1024, max_masks=64)`` needs no Recipe. ``float_image``:
     images as float32 in [0, 1] instead of uint8.
@@ -60,7 +62,7 @@ class SA1BDataset(Dataset):
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        root: str | os.PathLike | Store,
         recipe: Recipe | None = None,
         *,
         float_image: bool = False,
@@ -73,11 +75,11 @@ class SA1BDataset(Dataset):
                 f"SA1BDataset got unknown keyword(s) {', '.join(unknown)}; "
                 f"Recipe fields are {', '.join(RECIPE_FIELDS)}"
             )
-        self.root = os.fspath(root)
+        self.store = root if isinstance(root, Store) else open_store(root)
+        self.root = self.store.root
         self.recipe = dataclasses.replace(recipe or Recipe(), **recipe_fields)
         self.float_image = float_image
         self.epoch = 0
-        self.store = open_store(self.root)
         self.index = eligible_images(self.store, self.recipe)
         self._spill: _Spill | None = None
         size = self.recipe.image_size
@@ -118,7 +120,8 @@ class SA1BDataset(Dataset):
         }
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("store", "index", "_spill")}
+        # the store pickles as its URL and options (open parts stay behind)
+        state = {k: v for k, v in self.__dict__.items() if k not in ("index", "_spill")}
         if len(self.index) > SPILL_ABOVE:
             state["index_file"] = self._spill_file()
         else:
@@ -128,7 +131,6 @@ class SA1BDataset(Dataset):
     def __setstate__(self, state: dict[str, Any]) -> None:
         path = state.pop("index_file", None)
         self.__dict__.update(state)
-        self.store = open_store(self.root)
         self._spill = None
         if path is not None:  # the file belongs to the dataset that was pickled: only map it
             self.index = np.load(path, mmap_mode="r")

@@ -148,3 +148,23 @@ def test_a_local_store_needs_no_cache(packed_dir: Path, tmp_path: Path) -> None:
     store.predownload(np.arange(len(store)))  # nothing to do
     with pytest.raises(ValueError, match="cache_bytes"):
         open_store(packed_dir, cache_dir=tmp_path / "cache")
+
+
+def test_dataset_workers_read_through_the_cache(remote: str, packed_dir: Path, tmp_path: Path):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sa1b_pack.torch import SA1BDataset, collate
+
+    recipe = dict(image_size=64, mask_size=16, max_masks=3)
+    store = open_store(remote, cache_dir=tmp_path / "cache", cache_bytes=10**9)
+    cached = SA1BDataset(store, **recipe)
+    local = SA1BDataset(packed_dir, **recipe)
+    assert cached.store is store and len(cached) == len(local)
+    ours = list(DataLoader(cached, batch_size=4, num_workers=2, collate_fn=collate))
+    theirs = list(DataLoader(local, batch_size=4, num_workers=0, collate_fn=collate))
+    for a, b in zip(ours, theirs, strict=True):
+        for key in ("image", "masks", "mask_ids", "boxes", "image_id"):
+            assert torch.equal(a[key], b[key]), key
+    parts = [p for p in (tmp_path / "cache").glob("*/*") if p.is_dir()]
+    assert len(parts) == len(SHARDS)  # the workers filled one shared cache, once per part

@@ -22,7 +22,7 @@ from sa1b_pack.testing import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-QUESTIONS = ["limits", "pack", "access", "masks", "loader", "peers"]
+QUESTIONS = ["limits", "pack", "access", "masks", "loader", "peers", "scale"]
 
 
 def run_script(script: str, *args: str | os.PathLike) -> str:
@@ -73,7 +73,16 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     assert {f"SA1BDataset, {k}" for k in loader} <= rows["loader"]
     peers = {"seed-style files", "naive tar", "WebDataset"}
     assert {f"{p}, {w} workers" for p in peers for w in (0, 2)} <= rows["peers"]
-    for key in ("access", "masks", "loader", "peers"):
+    scale = rows["scale"]
+    for order in ("uniform", "blocks"):
+        assert {
+            f"read every sample, {order} order",
+            f"DataLoader 2 workers, {order} order",
+        } <= scale
+    assert {"first touch of a real-size part", "index of eligible images, per 1 M masks"} <= scale
+    cases = ("local", "S3, no cache", "S3, cache cold", "S3, cache warm")
+    assert {f"training recipe, {case}" for case in cases} <= scale
+    for key in ("access", "masks", "loader", "peers", "scale"):
         assert bench_run["run"]["questions"][key]["reading"]  # computed conclusions
 
 
@@ -86,7 +95,7 @@ def test_report_regenerates_only_the_marked_section(
     text = readme.read_text()
     assert text.startswith("# x\n\nbefore\n<!-- bench:start -->\n## Benchmarks")
     assert text.endswith("<!-- bench:end -->\nafter\n") and "\nold\n" not in text
-    assert "![DataLoader samples/s" in text and text.count("| measure | p50 |") == 7
+    assert "![DataLoader samples/s" in text and text.count("| measure | p50 |") == 8
     run_script("report.py", bench_run["path"], "--readme", readme)
     assert readme.read_text() == text  # generated: the same JSON gives the same section
     readme.write_text("no markers\n")

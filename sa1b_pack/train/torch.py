@@ -49,8 +49,8 @@ class SA1BDataset(Dataset):
 
     ``root`` is a store's path or URL, or an open ``Store`` (to read object storage through
     a local cache: ``open_store(url, cache_dir=..., cache_bytes=...)``; workers get the
-    same options). ``recipe`` (default ``Recipe()``) says what a sample is; keywords named like its fields
-    (``image_size``, ``max_masks``, ``min_area``, ``seed``...) override them, so
+    same options). ``recipe`` (default ``Recipe()``) says what a sample is; keywords named
+    like its fields (``image_size``, ``max_masks``, ``min_area``, ``seed``...) override them, so
     ``SA1BDataset(root, image_size=1024, max_masks=64)`` needs no Recipe. ``float_image``:
     images as float32 in [0, 1] instead of uint8.
 

@@ -129,12 +129,12 @@ class PartCache:
             try:
                 self._download(storage, name, entry, tmp)
                 (tmp / RESERVED).unlink()
+                self.stats.downloads += 1
+                self.stats.downloaded_bytes += size
                 os.rename(tmp, final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        self.stats.downloads += 1
-        self.stats.downloaded_bytes += size
         return final
 
     def _reserve(self, base: Path, part: str, size: int, evict: bool) -> Path | None:
@@ -200,5 +200,5 @@ class PartCache:
             try:
                 while self.get(*item, evict=False) is None:
                     time.sleep(POLL_SECONDS)
-            except (OSError, StoreError):  # the reader's own get() will say what is wrong
+            except Exception:  # a predownload is a hint: the reader's own get() reports errors
                 continue

@@ -83,6 +83,11 @@ def _read_tables(store: Store, name: str) -> tuple[dict[str, pa.Table], list[str
     for table, (parquet, arrow) in TABLE_FILES.items():
         with fs.open(f"{folder}/{arrow}", "rb") as f:
             tables[table] = pa.ipc.open_file(f).read_all()
+        try:  # the full structural check readers skip on open (UTF-8, every offset)
+            tables[table].validate(full=True)
+        except pa.ArrowInvalid as exc:
+            problems.append(f"{name}: {arrow}: invalid Arrow data ({exc})")
+            continue
         with fs.open(f"{folder}/{parquet}", "rb") as f:
             analysis = pq.read_table(f)
         if not tables[table].schema.equals(SCHEMAS[table]):

@@ -126,3 +126,28 @@ def test_reader_never_returns_garbage_masks_from_corrupt_strings(
             np.testing.assert_array_equal(got, expected)
         shutil.rmtree(store)
     assert caught >= 25
+
+
+def test_invalid_arrow_data_that_opens_is_found_by_verify(store: Path) -> None:
+    """A file name that is not UTF-8, committed with matching checksums: the reader's cheap
+    open checks let it through (it cannot crash a read), verify's full check names it."""
+    import pyarrow as pa
+
+    from sa1b_pack.store.manifest import file_digest, read_manifest, write_manifest
+
+    path = store / "parts" / NAME / "images.arrow"
+    table = pa.ipc.open_file(pa.BufferReader(path.read_bytes())).read_all().combine_chunks()
+    names = table.column("file_name").chunk(0)
+    data = bytearray(names.buffers()[2].to_pybytes())
+    data[0] = 0xFF  # never valid in UTF-8
+    bad = pa.Array.from_buffers(pa.string(), len(names),
+                                [None, names.buffers()[1], pa.py_buffer(bytes(data))])  # fmt: skip
+    table = table.set_column(table.schema.get_field_index("file_name"), "file_name", bad)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    manifest = read_manifest(store)
+    manifest["shards"][NAME]["files"]["images.arrow"] = file_digest(path)
+    write_manifest(store, manifest)
+    assert open_store(store)[open_store(store).part_start(1)].image_id > 0  # opens, reads
+    problems = verify(store, progress=False)
+    assert any(p.startswith(f"{NAME}: images.arrow: invalid Arrow data") for p in problems)

@@ -54,6 +54,11 @@ def cached_bytes(directory: Path) -> int:
                and f.suffix != ".lock" and f.name != ".lock")  # fmt: skip
 
 
+def complete_parts(cache: Path) -> list[Path]:
+    """Cached parts that got their name (not downloads in flight)."""
+    return [p for p in cache.glob("*/*") if p.is_dir() and not p.name.startswith(TMP)]
+
+
 def assert_same_samples(a, b) -> None:
     assert len(a) == len(b)
     for i in range(len(a)):
@@ -118,7 +123,7 @@ def test_a_killed_download_is_never_served(remote: str, packed_dir: Path, tmp_pa
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     left = [p for p in cache.rglob(f"{TMP}*") if p.is_dir()]
     assert left, "the killed download left its temp folder"
-    assert not [p for p in cache.glob("*/*") if p.is_dir() and not p.name.startswith(TMP)]
+    assert not complete_parts(cache)
     store = open_store(remote, cache_dir=cache, cache_bytes=10**9)
     assert_same_samples(store, open_store(packed_dir))
     assert store.storage.cache.stats.downloads == len(SHARDS)
@@ -131,7 +136,7 @@ def test_predownload_fetches_ahead_of_the_reads(remote: str, tmp_path: Path) -> 
     order = store.epoch_order(seed=0, epoch=0, order="blocks", window=1)
     store.predownload(order)
     deadline = time.monotonic() + 60
-    while len([p for p in cache.glob("*/*") if p.is_dir()]) < len(SHARDS):
+    while len(complete_parts(cache)) < len(SHARDS):
         assert time.monotonic() < deadline, "predownload did not finish"
         time.sleep(0.05)
     downloads = store.storage.cache.stats.downloads
@@ -166,5 +171,5 @@ def test_dataset_workers_read_through_the_cache(remote: str, packed_dir: Path, t
     for a, b in zip(ours, theirs, strict=True):
         for key in ("image", "masks", "mask_ids", "boxes", "image_id"):
             assert torch.equal(a[key], b[key]), key
-    parts = [p for p in (tmp_path / "cache").glob("*/*") if p.is_dir()]
-    assert len(parts) == len(SHARDS)  # the workers filled one shared cache, once per part
+    # the workers filled one shared cache, once per part
+    assert len(complete_parts(tmp_path / "cache")) == len(SHARDS)

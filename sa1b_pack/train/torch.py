@@ -1,6 +1,7 @@
 """PyTorch adapter, the only module that imports torch (``pip install sa1b-pack[torch]``).
 
-A map-style Dataset over a packed store for SAM-style training, and a collate function that
+A map-style Dataset over a packed store for SAM-style training, a resumable, elastic
+DistributedSampler replacement (SA1BSampler, logic in sampler.py), and a collate function that
 pads the per-image mask count. Workers open the store's memory maps lazily, each in its own
 process (fork or spawn); what is pickled to them is the store path, the recipe and the index
 of eligible images. A large index goes through a temp .npy file instead, which the workers
@@ -20,10 +21,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
+from ..store.order import DEFAULT_WINDOW
 from ..store.reader import Store, open_store
 from .recipe import Recipe, eligible_images, training_sample
+from .sampler import EpochSampler
 
 logger = logging.getLogger("sa1b_pack")
 SPILL_ABOVE = 1 << 20  # index entries pickled inline up to this many, else via a .npy file
@@ -99,10 +102,13 @@ class SA1BDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Sample ``i`` of the current epoch, or ``(i, epoch)`` as ``SA1BSampler`` yields
+        them (the epoch travels with the index, so persistent workers follow it)."""
+        i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        sample = training_sample(self.store, int(self.index[i]), self.recipe, self.epoch)
+        sample = training_sample(self.store, int(self.index[i]), self.recipe, epoch)
         image = torch.from_numpy(sample["image"]).permute(2, 0, 1)
         if self.float_image:
             image = image.float().div_(255.0)
@@ -150,6 +156,38 @@ class SA1BDataset(Dataset):
         owner = weakref.finalize(self, _remove_spill, path, os.getpid())
         self._spill = _Spill(self.index, path, owner)
         return path
+
+
+class SA1BSampler(EpochSampler, Sampler):
+    """A drop-in for ``DistributedSampler`` with a resumable, elastic, global epoch order.
+
+    ``SA1BSampler(dataset, num_replicas=None, rank=None, seed=0, shuffle=True,
+    order="uniform" | "blocks", window=8, drop_last=False)``: replicas and rank default to the
+    process group (or 1 and 0 without one). Rank r of W takes global positions r, r + W, ...
+    of epoch ``e``'s order, a function of (seed, epoch) only. ``set_epoch(e)`` also sets the
+    dataset's epoch, and every index carries its epoch to the workers (persistent ones too).
+    ``state_dict()`` / ``load_state_dict()`` count global positions: see train/sampler.py and
+    the README's "Resume" section.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        order: str = "uniform",
+        window: int = DEFAULT_WINDOW,
+        drop_last: bool = False,
+    ) -> None:
+        group = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if group else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if group else 0
+        super().__init__(dataset, num_replicas, rank, seed=seed, shuffle=shuffle, order=order,
+                         window=window, drop_last=drop_last)  # fmt: skip
 
 
 PER_MASK = ("boxes", "points", "predicted_iou", "stability_score", "mask_ids")

@@ -1,6 +1,6 @@
 """Where joblib runs the per-shard work: local processes, or a Dask cluster; the only module
 that imports dask. The pack code path is the same for both (``joblib.Parallel`` over
-``part.write_part``); only the backend around it changes."""
+``writer.write_part``); only the backend around it changes."""
 
 from __future__ import annotations
 

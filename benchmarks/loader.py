@@ -4,17 +4,21 @@ store) against the floor: decode + resize of the same images alone."""
 from __future__ import annotations
 
 import gc
+import os
 import time
 
 import numpy as np
+import psutil
 from harness import Ctx, Result, pack_store, question, ratio, row, side_by_side, spread, x
 from torch.utils.data import DataLoader, Subset
 
 from sa1b_pack.codec.jpeg import decode_image
-from sa1b_pack.torch import SA1BDataset, collate
+from sa1b_pack.torch import SA1BDataset, SA1BLoader, collate
 
 PRE = "pre-resized, W=0"
-REF = {"W=2 fork": "W=0", "W=2 spawn": "W=2 fork", PRE: "W=0", "pre-resized, W=2 fork": PRE}
+REF = {"W=2 fork": "W=0", "W=2 spawn": "W=2 fork", PRE: "W=0", "pre-resized, W=2 fork": PRE,
+       "threads=1": "W=0", "threads=2": "threads=1", "pre-resized, threads=1": PRE,
+       "pre-resized, threads=2": "pre-resized, threads=1"}  # fmt: skip
 
 
 def epoch(loader: DataLoader) -> None:
@@ -44,6 +48,9 @@ def loader(ctx: Ctx) -> Result:
             loaders[name] = DataLoader(Subset(data, positions), batch, collate_fn=collate,
                                        num_workers=workers, persistent_workers=workers > 0,
                                        multiprocessing_context=how)  # fmt: skip
+        for threads in sorted({1, 2, os.cpu_count() or 1}):
+            loaders[f"{prefix}threads={threads}"] = SA1BLoader(data, batch, threads=threads,
+                                                               sampler=positions)  # fmt: skip
     first = {}
     for name, lo in loaders.items():  # untimed: starts the persistent workers
         t0 = time.perf_counter()
@@ -59,17 +66,28 @@ def loader(ctx: Ctx) -> Result:
     cases = {name: (lambda lo=lo: epoch(lo)) for name, lo in loaders.items()}
     sec = side_by_side({**cases, "floor": floor}, ctx.size(5, 1), warmup=0)
     n, w0, fl = len(positions), sec["W=0"], sec.pop("floor")
-    rows = [row(f"SA1BDataset, {name}", [n / v for v in t], "samples/s",
+    rows = [row(f"{'SA1BLoader' if 'threads' in name else 'SA1BDataset'}, {name}",
+                [n / v for v in t], "samples/s",
                 f"{x(ratio(sec[REF[name]], t))} {REF[name]}" if name in REF else "ref",
-                f"batch {batch}" + ("; persistent workers" if "W=2" in name else ""))
+                f"batch {batch}" + ("; persistent workers" if "W=2" in name else "")
+                + ("; threads in this process" if "threads" in name else ""))
             for name, t in sec.items()]  # fmt: skip
+    me = psutil.Process()
+    workers = sum(c.memory_info().rss for c in me.children(recursive=True))
+    rows += [row("RSS, this process (main + loader threads)", [me.memory_info().rss / 1e6], "MB",
+                 what="after every loader ran: threads share it"),
+             row("RSS, DataLoader worker processes, summed", [workers / 1e6], "MB",
+                 what="the persistent workers of the W=2 loaders")]  # fmt: skip
     what = f"DCT-scaled decode + resize + pad into ({size},{size},3), reused"
     rel = f"W=0 takes {x(ratio(w0, fl))} its time"
     rows.append(row("floor: decode_image only", [1e3 * v / n for v in fl], "ms/sample", rel, what))
     reading = [f"With 0 workers a sample takes {x(ratio(w0, fl))} the time of its decode + "
                f"resize alone; 2 fork workers give {x(ratio(w0, sec['W=2 fork']))} the "
                "samples/s of 0" + (f"; the pre-resized store {x(ratio(w0, sec[PRE]))} at 0"
-                                   if PRE in sec else "") + "."]  # fmt: skip
+                                   if PRE in sec else "") + "; "
+               f"SA1BLoader with 2 threads gives {x(ratio(sec['threads=1'], sec['threads=2']))} "
+               f"1 thread and {x(ratio(sec['W=2 fork'], sec['threads=2']))} DataLoader's 2 fork "
+               "workers."]  # fmt: skip
     notes = [
         f"{n} images per epoch, image {size}, up to 64 masks at {m}; {len(fl)} "
         "interleaved rounds of every loader and the floor; workers started by an untimed "
@@ -77,7 +95,7 @@ def loader(ctx: Ctx) -> Result:
     ]
     chart = [{"system": "sa1b_pack, pre-resized store" if k.startswith("pre") else "sa1b_pack",
               "workers": int(k.split("W=")[1][0]), "samples_s": n / float(np.median(t))}
-             for k, t in sec.items() if "spawn" not in k]  # fmt: skip
+             for k, t in sec.items() if "spawn" not in k and "W=" in k]  # fmt: skip
     del loaders, cases
     gc.collect()  # shuts the persistent workers down
     return Result(rows, reading, notes, {"chart": chart})

@@ -29,8 +29,10 @@ DERIVED = (
      ("limits", "sequential read, cold")),
     ("training recipe / bare JPEG decode at 1/2 DCT",
      ("access", "training recipe, random, warm"), ("limits", "JPEG decode, 1/2 DCT")),
+    ("SA1BLoader 2 threads / seed-style files 2 workers (samples/s)",
+     ("loader", "SA1BLoader, threads=2"), ("peers", "seed-style files, 2 workers")),
 )  # fmt: skip
-SCALE = {"MB/s": 1e6, "GB/s": 1e9, "ms": 1e-3, "µs": 1e-6}
+SCALE = {"MB/s": 1e6, "GB/s": 1e9, "ms": 1e-3, "µs": 1e-6, "samples/s": 1.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,6 +1,15 @@
-"""PyTorch entry point: ``from sa1b_pack.torch import SA1BDataset, SA1BSampler, collate``."""
+"""PyTorch entry point: ``from sa1b_pack.torch import SA1BDataset, SA1BLoader, SA1BSampler``."""
 
 from .train.recipe import Recipe
-from .train.torch import PER_MASK, SA1BDataset, SA1BSampler, collate
+from .train.threaded import SampleError
+from .train.torch import PER_MASK, SA1BDataset, SA1BLoader, SA1BSampler, collate
 
-__all__ = ["PER_MASK", "Recipe", "SA1BDataset", "SA1BSampler", "collate"]
+__all__ = [
+    "PER_MASK",
+    "Recipe",
+    "SA1BDataset",
+    "SA1BLoader",
+    "SA1BSampler",
+    "SampleError",
+    "collate",
+]

@@ -57,7 +57,7 @@ def test_make_bench_answers_every_question_in_one_table(bench_run: dict[str, Any
         for row in part["rows"]:
             assert row["n"] >= 1 and row["p50"] == row["p50"] and row["unit"], row
     assert bench_run["path"].with_suffix(".png").stat().st_size > 0
-    assert len(run["questions"]["run"]["rows"]) == 2  # against this machine's limits
+    assert len(run["questions"]["run"]["rows"]) == 3  # against the limits and the seed loader
 
 
 def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any]) -> None:
@@ -71,6 +71,8 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     assert sum(m.endswith(", ours") for m in rows["masks"]) == 3 and len(rows["masks"]) == 10
     loader = {"W=0", "W=2 fork", "W=2 spawn", "pre-resized, W=0", "pre-resized, W=2 fork"}
     assert {f"SA1BDataset, {k}" for k in loader} <= rows["loader"]
+    threads = {"threads=1", "threads=2", "pre-resized, threads=1", "pre-resized, threads=2"}
+    assert {f"SA1BLoader, {k}" for k in threads} <= rows["loader"]
     peers = {"seed-style files", "naive tar", "WebDataset"}
     assert {f"{p}, {w} workers" for p in peers for w in (0, 2)} <= rows["peers"]
     scale = rows["scale"]

@@ -9,6 +9,7 @@ the URL. Everything handed out is a read-only view.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from functools import cached_property
 from typing import Any
@@ -50,6 +51,7 @@ class Store:
         self.shards = shard_names(self.manifest)
         self._spanner = Spanner([self.manifest["shards"][n]["images"] for n in self.shards])
         self._parts: OrderedDict[int, Part] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()  # threads of one process (the threaded loader) share it
         self._pid = os.getpid()
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -72,19 +74,23 @@ class Store:
         recently used closed first, so resources follow what a process reads, not the store."""
         if self._pid != os.getpid():  # forked: parts are re-opened per process
             self._parts, self._pid = OrderedDict(), os.getpid()
-        part = self._parts.get(p)
-        if part is not None:
-            self._parts.move_to_end(p)
+            self._lock = threading.Lock()
+        with self._lock:
+            part = self._parts.get(p)
+            if part is not None:
+                self._parts.move_to_end(p)
+                return part
+            name = self.shards[p]
+            try:
+                part = self.storage.open_part(name, self.manifest["shards"][name])
+            except (KeyError, TypeError) as exc:
+                raise StoreError(
+                    f"{self.root}: manifest entry of {name} is corrupt ({exc})"
+                ) from None
+            self._parts[p] = part
+            if len(self._parts) > self.max_open_parts:
+                self._parts.popitem(last=False)
             return part
-        name = self.shards[p]
-        try:
-            part = self.storage.open_part(name, self.manifest["shards"][name])
-        except (KeyError, TypeError) as exc:
-            raise StoreError(f"{self.root}: manifest entry of {name} is corrupt ({exc})") from None
-        self._parts[p] = part
-        if len(self._parts) > self.max_open_parts:
-            self._parts.popitem(last=False)
-        return part
 
     def __getitem__(self, index: int) -> Sample:
         p, local = self._spanner.locate(index)

@@ -98,19 +98,29 @@ def _first_points(point_coords: np.ndarray | list[np.ndarray], chosen: np.ndarra
 
 
 def training_sample(
-    store: Store, index: int, recipe: Recipe, epoch: int = 0, key: int | None = None
+    store: Store,
+    index: int,
+    recipe: Recipe,
+    epoch: int = 0,
+    key: int | None = None,
+    *,
+    image_out: np.ndarray | None = None,
+    masks_out: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One sample as numpy arrays: image (S, S, 3) uint8, masks (K, m, m) bool, boxes, points.
 
     ``key`` (default ``index``) seeds the mask draw with (seed, epoch, key). Boxes are XYXY and
     points XY, both in the resized (unpadded) image frame; masks are aligned with the padded
     image (SAM's low-res masks: mask pixel (y, x) covers image pixels scaled by S / m).
+    ``image_out`` (S, S, 3) and ``masks_out`` (>= K, m, m) are written in place when given (a
+    batch slot of the threaded loader); the result then holds views of them.
     """
     s = store[index]
     rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key))
     passing = recipe.passing(s.predicted_iou, s.stability_score, s.area)
     chosen = choose_masks(passing, s.area, recipe, rng)
-    image = np.empty((recipe.image_size, recipe.image_size, 3), np.uint8)
+    size = recipe.image_size
+    image = np.empty((size, size, 3), np.uint8) if image_out is None else image_out
     h, w = resize_longest_shape(s.height, s.width, recipe.image_size)
     if store.image_longest == recipe.image_size:  # the store holds this exact resize
         decode_resized(s.resized_jpeg, recipe.image_size, image)
@@ -128,8 +138,12 @@ def training_sample(
         axis=1,
     )
     points = _first_points(s.point_coords, chosen) * np.array([sx, sy])
-    masks = np.empty((len(chosen), recipe.mask_size, recipe.mask_size), bool)
-    s.masks(chosen, longest=recipe.mask_size, pad=True, out=masks)
+    m = recipe.mask_size
+    if masks_out is None or len(masks_out) < len(chosen):
+        masks = np.empty((len(chosen), m, m), bool)
+    else:
+        masks = masks_out[: len(chosen)]
+    s.masks(chosen, longest=m, pad=True, out=masks)
     return {
         "image": image,
         "masks": masks,

@@ -27,6 +27,7 @@ from ..store.order import DEFAULT_WINDOW
 from ..store.reader import Store, open_store
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler
+from .threaded import batch_count, threaded_batches
 
 logger = logging.getLogger("sa1b_pack")
 SPILL_ABOVE = 1 << 20  # index entries pickled inline up to this many, else via a .npy file
@@ -188,6 +189,93 @@ class SA1BSampler(EpochSampler, Sampler):
             rank = torch.distributed.get_rank() if group else 0
         super().__init__(dataset, num_replicas, rank, seed=seed, shuffle=shuffle, order=order,
                          window=window, drop_last=drop_last)  # fmt: skip
+
+
+class SA1BLoader:
+    """Batches in ``collate``'s format, made by ``threads`` threads of this process, each
+    sample decoded straight into its slot of a reused batch buffer (train/threaded.py).
+
+    ``sampler``: an ``SA1BSampler`` (resume: ``state_dict``/``load_state_dict`` here are the
+    sampler's state exactly after the last batch yielded) or any iterable of indices;
+    without one, ``shuffle`` draws a permutation from (recipe seed, epoch). The batches equal
+    ``DataLoader(dataset, sampler=..., collate_fn=collate)``'s for the same sampler,
+    whatever ``threads``; images come as a channels-last view (same shape and values).
+    **A batch is valid until the loader has yielded ``prefetch`` more** (its buffer is then
+    refilled): keep what you need longer with ``copy=True`` or ``.clone()``. An exception in a
+    sample surfaces in the consumer as ``SampleError`` naming the sample's index and image id;
+    ``break`` or an exception in the loop stops every thread before the loop ends.
+    """
+
+    def __init__(
+        self,
+        dataset: SA1BDataset,
+        batch_size: int,
+        *,
+        threads: int | None = None,
+        sampler: Any = None,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        pin_memory: bool = False,
+        prefetch: int = 2,
+        copy: bool = False,
+    ) -> None:
+        if batch_size < 1 or prefetch < 1:
+            raise ValueError("batch_size and prefetch must be at least 1")
+        if sampler is not None and shuffle:
+            raise ValueError("give a sampler or shuffle=True, not both")
+        self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
+        self.threads = threads or os.cpu_count() or 1
+        self.shuffle, self.drop_last, self.prefetch, self.copy = shuffle, drop_last, prefetch, copy
+        self.pin_memory = pin_memory and torch.cuda.is_available()
+        if pin_memory and not self.pin_memory:
+            logger.warning("SA1BLoader: pin_memory needs a CUDA device; batches are not pinned")
+        self._state: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return batch_count(len(self.sampler or self.dataset), self.batch_size, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        (self.sampler if hasattr(self.sampler, "set_epoch") else self.dataset).set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's state after the last batch this loader yielded."""
+        if not hasattr(self.sampler, "state_dict"):
+            raise TypeError("state_dict needs a sampler that has one (SA1BSampler)")
+        return self._state if self._state is not None else self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
+
+    def _keys(self) -> Any:
+        if self.sampler is not None:
+            return self.sampler
+        n, epoch = len(self.dataset), self.dataset.epoch
+        if self.shuffle:
+            return np.random.default_rng((self.dataset.recipe.seed, epoch)).permutation(n)
+        return range(n)
+
+    def __iter__(self) -> Any:
+        snapshot = getattr(self.sampler, "state_dict", None)
+        batches = threaded_batches(self.dataset, self._keys(), self.batch_size,
+                                   threads=self.threads, prefetch=self.prefetch,
+                                   drop_last=self.drop_last, snapshot=snapshot)  # fmt: skip
+        try:
+            for arrays, state in batches:
+                self._state = state
+                yield self._tensors(arrays)
+        finally:
+            batches.close()
+
+    def _tensors(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        out = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        out["image"] = out["image"].permute(0, 3, 1, 2)  # a view: (B, 3, S, S), channels last
+        if self.dataset.float_image:
+            out["image"] = out["image"].float().div_(255.0)
+        if self.copy:
+            out = {k: v.clone() for k, v in out.items()}
+        if self.pin_memory:
+            out = {k: v.pin_memory() for k, v in out.items()}
+        return out
 
 
 PER_MASK = ("boxes", "points", "predicted_iou", "stability_score", "mask_ids")

@@ -31,7 +31,7 @@ from .synth_image import annotate, make_masks, mask_count, paint
 
 FULL_SHORT_SIDE = 1500
 SMALL_SHORT_SIDES = (96, 160)  # inclusive range of the short side in small mode
-JPEG_QUALITY = 90
+JPEG_QUALITY = 95  # as released: luma quantisation table 2, 1, 1, 2, ...; chroma 4:2:0
 # (width, height) in units of the short side: 1500x2250, 2250x1500, 1500x2000, 2000x1500, square
 ASPECTS = ((2, 2, 3), (2, 3, 2), (3, 3, 4), (3, 4, 3), (1, 1, 1))  # (short, width, height)
 ASPECT_P = (0.3, 0.3, 0.15, 0.15, 0.1)
@@ -58,7 +58,9 @@ def synth_sample(
         n_masks = mask_count(rng, small)
     masks = make_masks(rng, height, width, n_masks)
     pixels = paint(rng, height, width, masks)
-    jpeg = simplejpeg.encode_jpeg(pixels, quality=JPEG_QUALITY, colorspace="RGB")
+    jpeg = simplejpeg.encode_jpeg(
+        pixels, quality=JPEG_QUALITY, colorspace="RGB", colorsubsampling="420"
+    )
     image = {
         "image_id": image_id,
         "width": width,

@@ -15,6 +15,7 @@ from pycocotools import mask as mask_util
 BBOX_QUIRK_RATE = 0.3  # share of bboxes one pixel smaller in w and h than toBbox, as released
 POINT_OUTSIDE_RATE = 0.05
 SUB_CROP_RATE = 0.2
+GRAIN = 4.0  # std of per-pixel luma noise: with JPEG_QUALITY it sets the bytes per image
 # Mask kinds after the first ("big", a background-like region): cumulative probabilities.
 KIND_CDF = (("whole", 0.55), ("part", 0.88), ("border", 0.94), ("pixel", 0.97), ("line", 1.0))
 Mask = tuple[int, int, np.ndarray]  # (y0, x0, bool array of the tight bbox)
@@ -140,7 +141,7 @@ def paint(rng: np.random.Generator, h: int, w: int, masks: list[Mask]) -> np.nda
     tint = alpha[labels][..., None]
     img += tint * (colours[labels] - img)
     img += _upsample(rng.normal(0, 9, (h // 8 + 2, w // 8 + 2, 1)).astype(np.float32), h, w)
-    img += rng.standard_normal((h, w, 1), dtype=np.float32) * 4.0
+    img += rng.standard_normal((h, w, 1), dtype=np.float32) * GRAIN
     return np.clip(img, 0, 255, out=img).astype(np.uint8)
 
 

@@ -216,3 +216,15 @@ def test_synth_shards_in_parallel_matches_serial(tmp_path: Path) -> None:
     assert [p.read_bytes() for p in serial] == [p.read_bytes() for p in parallel]
     with pytest.raises(ValueError):
         synth.synth_shards(tmp_path, [1, 1], 1, progress=False)
+
+
+def test_full_size_jpegs_are_encoded_like_the_released_ones() -> None:
+    """Quality 95 (the released luma table starts 2, 1, 1, 2) and 4:2:0 chroma, so that bytes
+    per image, read I/O and decode cost mean what they would on real SA-1B."""
+    jpeg, _ = synth.synth_sample(np.random.default_rng(0), 7, small=False, n_masks=20)
+    _, _, _, subsampling = simplejpeg.decode_jpeg_header(jpeg)
+    assert subsampling == "420"
+    dqt = jpeg.index(b"\xff\xdb")  # first quantisation table: luma, 8-bit, in zigzag order
+    table = jpeg[dqt + 5 : dqt + 5 + 64]
+    first_row = [table[z] for z in (0, 1, 5, 6)]  # zigzag positions of row 0, columns 0-3
+    assert jpeg[dqt + 4] == 0 and first_row == [2, 1, 1, 2]

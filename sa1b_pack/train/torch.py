@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..store.order import DEFAULT_WINDOW
 from ..store.reader import Store, open_store
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler
@@ -172,23 +171,15 @@ class SA1BSampler(EpochSampler, Sampler):
     """
 
     def __init__(
-        self,
-        dataset: Any,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-        seed: int = 0,
-        shuffle: bool = True,
-        order: str = "uniform",
-        window: int = DEFAULT_WINDOW,
-        drop_last: bool = False,
+        self, dataset: Any, num_replicas: int | None = None, rank: int | None = None, **options
     ) -> None:
+        """``options``: seed, shuffle, order, window, drop_last, as ``EpochSampler``'s."""
         group = torch.distributed.is_available() and torch.distributed.is_initialized()
         if num_replicas is None:
             num_replicas = torch.distributed.get_world_size() if group else 1
         if rank is None:
             rank = torch.distributed.get_rank() if group else 0
-        super().__init__(dataset, num_replicas, rank, seed=seed, shuffle=shuffle, order=order,
-                         window=window, drop_last=drop_last)  # fmt: skip
+        super().__init__(dataset, num_replicas, rank, **options)
 
 
 class SA1BLoader:

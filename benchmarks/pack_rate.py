@@ -2,65 +2,139 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import io
+import json
 import os
-import resource
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+import subprocess
+import sys
+import tarfile
 from pathlib import Path
+from typing import Any
 
-from harness import Ctx, Result, p50, pack_store, question, ratio, row, side_by_side, x
+from harness import BENCH_DIR, Ctx, Result, p50, question, ratio, row, x
 
 from sa1b_pack.store.format import COUNTS_PAYLOAD, JPEG_PAYLOAD, PARTS_DIR
 
 MB = 1e6
 
 
-def linked(tars: list[Path], copies: int, folder: Path) -> list[Path]:
-    """``copies`` x the shards under new indices (hard links): a pack long enough to time."""
+def longer(tars: list[Path], repeats: int, folder: Path) -> list[Path]:
+    """Each shard with its samples ``repeats`` times over (image ids renumbered, in the JSON
+    too), so a shard's fixed costs (tables, fsyncs, manifest commit) weigh about as little as
+    in a real ~10 GB shard; a hard link when ``repeats`` is 1."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for k in range(copies * len(tars)):
-        path = folder / f"sa_{k:06d}.tar"
-        try:
-            os.link(tars[k % len(tars)], path)
-        except OSError:
-            shutil.copyfile(tars[k % len(tars)], path)
+    for tar in tars:
+        path = folder / tar.name
+        if repeats == 1:
+            os.link(tar, path)
+        else:
+            with tarfile.open(tar) as src, tarfile.open(path, "w") as dst:
+                members = [(m, src.extractfile(m).read()) for m in src if m.isfile()]
+                for r in range(repeats):
+                    for member, data in members:
+                        dst.addfile(*renumbered(member, data, r))
         out.append(path)
     return out
 
 
-def pack_child(tars: list[Path], jobs: int, rounds: int, work: Path) -> dict:
-    """In a fresh process (its peak RSS is the packer's): 1 job vs ``jobs``, interleaved."""
-    from joblib.externals.loky import get_reusable_executor
+def renumbered(member: tarfile.TarInfo, data: bytes, r: int) -> tuple[tarfile.TarInfo, Any]:
+    stem, kind = member.name.rsplit(".", 1)
+    new_id = int(stem.rsplit("_", 1)[1]) + r * 10_000_000
+    if kind == "json":
+        doc = json.loads(data)
+        doc["image"].update(image_id=new_id, file_name=f"sa_{new_id}.jpg")
+        data = json.dumps(doc).encode()
+    info = tarfile.TarInfo(f"sa_{new_id}.{kind}")
+    info.size = len(data)
+    return info, io.BytesIO(data)
 
-    made = iter(range(1 << 30))
 
-    def go(n: int):
-        return lambda: shutil.rmtree(pack_store(tars, work / f"p{next(made)}", jobs=n))
+# The last commit before issue 14 vectorised pack-time validation: timed beside the current code.
+BEFORE = "d376beb"
 
-    times = side_by_side({"1 job": go(1), f"{jobs} jobs": go(jobs)}, rounds)
-    get_reusable_executor().shutdown(wait=True)  # workers exit: RUSAGE_CHILDREN sees them
-    kib = (
-        resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-    )
-    return {"times": times, "rss_mb": [k / 1024 for k in kib]}
+
+class Packer:
+    """A persistent packing process (benchmarks/pack_child.py) running the code at ``code``."""
+
+    def __init__(self, code: Path) -> None:
+        env = {**os.environ, "PYTHONPATH": str(code)}
+        script = Path(__file__).with_name("pack_child.py")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, env=env, cwd=code,
+        )  # fmt: skip
+
+    def ask(self, **question: Any) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(question) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"pack child exited ({self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def old_code(ref: str, folder: Path) -> Path | None:
+    """``sa1b_pack`` as of ``ref``, extracted from this checkout's git history; None without it."""
+    repo = BENCH_DIR.parent
+    try:
+        archive = subprocess.run(["git", "-C", str(repo), "archive", ref, "sa1b_pack"],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return folder
+
+
+def interleaved(cases: dict[str, tuple[Packer, int]], tars: list[Path], work: Path,
+                rounds: int) -> dict[str, list[float]]:  # fmt: skip
+    """Seconds per pack of each case (its packer, its job count); one of each per round,
+    rotating order, after one untimed round."""
+    names, made = list(cases), iter(range(1 << 30))
+    out: dict[str, list[float]] = {name: [] for name in names}
+    indices = [int(p.stem[3:]) for p in tars]
+    for r in range(rounds + 1):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            packer, jobs = cases[name]
+            seconds = packer.ask(src=str(tars[0].parent), dst=str(work / f"p{next(made)}"),
+                                 indices=indices, jobs=jobs)["seconds"]  # fmt: skip
+            if r:
+                out[name].append(seconds)
+    return out
 
 
 @question("pack", "How fast does packing go, per core and with every core, in how much memory, "
           "into how many bytes?")  # fmt: skip
 def pack_rate(ctx: Ctx) -> Result:
-    jobs, copies, rounds = os.cpu_count() or 1, ctx.size(2, 1, 1), ctx.size(5, 1, 1)
-    tars = linked(ctx.tars, copies, ctx.work / "pack-linked")
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-        res = pool.submit(pack_child, tars, jobs, rounds, ctx.work / "pack-out").result()
+    jobs, copies, rounds = os.cpu_count() or 1, ctx.size(4, 1, 1), ctx.size(5, 1, 1)
+    tars = longer(ctx.tars, copies, ctx.work / "pack-shards")
+    current = Packer(BENCH_DIR.parent)
+    before_code = old_code(BEFORE, ctx.work / "pack-before")
+    before = Packer(before_code) if before_code else None
+    cases = {"1 job": (current, 1), f"{jobs} jobs": (current, jobs)}
+    if before:
+        cases[f"1 job, {BEFORE}"] = (before, 1)
+    times = interleaved(cases, tars, ctx.work / "pack-out", rounds)
+    rss = current.ask(rss=True)["rss_mb"]
+    rss_before = before.ask(rss=True)["rss_mb"][0] if before else None
+    for packer in (current, before):
+        if packer:
+            packer.close()
     tar_mb = sum(p.stat().st_size for p in tars) / MB
-    shutil.rmtree(ctx.work / "pack-linked")
+    shutil.rmtree(ctx.work / "pack-shards")
     from sa1b_pack import open_store
 
     images = len(open_store(ctx.store)) * copies
-    one, many = res["times"]["1 job"], res["times"][f"{jobs} jobs"]
+    one, many = times["1 job"], times[f"{jobs} jobs"]
     files = [p for p in ctx.store.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
     kinds = {name: sum(p.stat().st_size for p in files if p.name == name)
@@ -74,14 +148,22 @@ def pack_rate(ctx: Ctx) -> Result:
             f"{images / p50(one):.0f} images/s; {images} images per pack"),
         row(f"pack, {jobs} jobs, MB/s of tar", [tar_mb / t for t in many], "MB/s",
             f"{x(ratio(one, many))} 1 job", "one shard per loky worker"),
-        row("peak RSS, packing process", [res["rss_mb"][0]], "MB", what="1-job packs run in it"),
-        row(f"peak RSS, largest worker ({jobs} jobs)", [res["rss_mb"][1]], "MB",
+        *([row(f"pack, 1 job, code of {BEFORE}", [tar_mb / t for t in old], "MB/s",
+               f"1 job is {x(ratio(old, one))} this", "before pack-time validation was "
+               "vectorised (issue 14), same shards, same rounds")]
+          if (old := times.get(f"1 job, {BEFORE}")) else []),
+        row("peak RSS, packing process", [rss[0]], "MB", what="1-job packs run in it"),
+        *([row(f"peak RSS, packing process, code of {BEFORE}", [rss_before], "MB",
+               what="its 1-job packs")] if rss_before else []),
+        row(f"peak RSS, largest worker ({jobs} jobs)", [rss[1]], "MB",
             what="interpreter and imports included"),
         row("store bytes / tar bytes", [total / src_bytes], "ratio", what=split + " of the store"),
     ]  # fmt: skip
     notes = [
-        f"{len(tars)} shards ({copies} hard-linked copies of each), {tar_mb:.0f} MB of tar "
-        f"per pack; {rounds} interleaved rounds after 1 untimed, in a fresh spawned "
-        "process; peak RSS from getrusage (self, and children after the workers exit)."
+        f"{len(tars)} shards, each the samples of one bench shard {copies} times over "
+        f"(renumbered), {tar_mb:.0f} MB of tar "
+        f"per pack; {rounds} interleaved rounds after 1 untimed, each code in its own "
+        "persistent process (benchmarks/pack_child.py) timing only the pack call; peak RSS "
+        "from getrusage (self, and children after the workers exit)."
     ]
     return Result(rows, notes=notes, data={"mb_s": tar_mb / p50(one)})

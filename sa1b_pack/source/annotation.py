@@ -11,6 +11,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import eq
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ import orjson
 import pyarrow as pa
 
 from ..codec.rle import string_to_runs
+from .columnar import Irregular, MaskColumns, convert_masks
 from .columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, copied
 
 IMAGE_FIELDS = copied(IMAGE_COLUMNS)
@@ -28,6 +31,8 @@ IMAGE_KEYS = tuple(c.source for c in IMAGE_FIELDS)
 
 ANNOTATION_KEYS = (*(c.source for c in PLAIN_MASK_FIELDS), "segmentation")
 SEGMENTATION_KEYS = ("size", "counts")
+ANNOTATION_KEYSET = frozenset(ANNOTATION_KEYS)
+SEGMENTATION_KEYSET = frozenset(SEGMENTATION_KEYS)
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -40,18 +45,26 @@ class AnnotationError(ValueError):
 @dataclass
 class ImageAnnotations:
     """One image's copied columns: image fields by name, per-mask arrays by name (source
-    order), the ragged prompt points, the COCO strings and the JSON of unknown keys."""
+    order), the ragged prompt points, the COCO strings (back to back, as in the source) and
+    the JSON of unknown keys."""
 
     image: dict[str, Any]
     masks: dict[str, np.ndarray]
     point_counts: np.ndarray  # (N,) int64, points per mask
     points: np.ndarray  # (sum(point_counts), 2) float64
-    counts: list[bytes]  # per mask, the COCO string as in the source (validated)
+    counts_data: bytes  # every mask's COCO string, validated, back to back
+    counts_sizes: np.ndarray  # (N,) int64, bytes of each string
     extra: str | None
     extras: list[str | None]
 
     def __len__(self) -> int:
-        return len(self.counts)
+        return len(self.counts_sizes)
+
+    @property
+    def counts(self) -> list[bytes]:
+        """Each mask's COCO string, as in the source."""
+        ends = np.cumsum(self.counts_sizes).tolist()
+        return [self.counts_data[a:b] for a, b in zip([0, *ends], ends, strict=False)]
 
     @property
     def image_id(self) -> int:
@@ -119,13 +132,11 @@ def _converter(column: Column) -> Callable[[Any, str], Any]:
     raise TypeError(f"no JSON conversion for column {column.name} of type {kind}")
 
 
+MASK_LIMITS = tuple(
+    (c, INT32_MAX if c.type == pa.int32() else INT64_MAX) for c in PLAIN_MASK_FIELDS
+)
 IMAGE_CONVERT = tuple((c.name, c.source, _converter(c)) for c in IMAGE_FIELDS)
 MASK_CONVERT = tuple((c.name, c.source, _converter(c), c.ragged) for c in PLAIN_MASK_FIELDS)
-
-
-def numpy_dtype(column: Column) -> np.dtype:
-    kind = column.type.value_type if column.width is not None else column.type
-    return np.dtype(kind.to_pandas_dtype())
 
 
 def _get(obj: dict, key: str, where: str) -> Any:
@@ -186,16 +197,48 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
     if image_extra := _extra(image, IMAGE_KEYS):
         extra["image"] = image_extra
 
+    try:
+        columns = convert_masks(anns, MASK_LIMITS, height, width)
+    except Irregular:
+        columns = _masks_one_by_one(anns, height, width)
+    return ImageAnnotations(
+        image=fields,
+        masks=columns.masks,
+        point_counts=columns.point_counts,
+        points=columns.points,
+        counts_data=columns.counts_data,
+        counts_sizes=columns.counts_sizes,
+        extra=_dump(extra),
+        extras=_mask_extras(anns, columns.segmentations),
+    )
+
+
+def _mask_extras(anns: list[dict], segmentations: list[dict]) -> list[str | None]:
+    """The JSON of each annotation's unknown keys (None when it has none, as released)."""
+    if all(map(eq, map(dict.keys, anns), repeat(ANNOTATION_KEYSET))) and all(
+        map(eq, map(dict.keys, segmentations), repeat(SEGMENTATION_KEYSET))
+    ):
+        return [None] * len(anns)
+    extras = []
+    for ann, seg in zip(anns, segmentations, strict=True):
+        ann_extra = _extra(ann, ANNOTATION_KEYS)
+        if seg_extra := _extra(seg, SEGMENTATION_KEYS):
+            ann_extra["segmentation"] = seg_extra
+        extras.append(_dump(ann_extra))
+    return extras
+
+
+def _masks_one_by_one(anns: list, height: int, width: int) -> MaskColumns:
+    """The per-mask columns value by value: slow, but the first bad value is named exactly."""
     n = len(anns)
     masks = {
-        c.name: np.empty((n, c.width) if c.width else n, numpy_dtype(c))
+        c.name: np.empty((n, c.width) if c.width else n, c.numpy_dtype)
         for c in MASK_FIELDS
         if not c.ragged
     }
     point_counts = np.empty(n, np.int64)
     points: list[list[float]] = []
     strings: list[bytes] = []
-    extras: list[str | None] = []
     for j, ann in enumerate(anns):
         try:
             if not isinstance(ann, dict):
@@ -211,21 +254,16 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
                 ann, height, width
             )
             strings.append(counts)
-            ann_extra = _extra(ann, ANNOTATION_KEYS)
-            if seg_extra := _extra(ann["segmentation"], SEGMENTATION_KEYS):
-                ann_extra["segmentation"] = seg_extra
-            extras.append(_dump(ann_extra))
         except (AnnotationError, ValueError) as exc:
             ann_id = ann.get("id", "?") if isinstance(ann, dict) else "?"
             raise AnnotationError(f"annotations[{j}] (id {ann_id}): {exc}") from None
-    return ImageAnnotations(
-        image=fields,
+    return MaskColumns(
         masks=masks,
         point_counts=point_counts,
         points=np.array(points, np.float64).reshape(-1, 2),
-        counts=strings,
-        extra=_dump(extra),
-        extras=extras,
+        counts_data=b"".join(strings),
+        counts_sizes=np.array([len(c) for c in strings], np.int64),
+        segmentations=[ann["segmentation"] for ann in anns],
     )
 
 

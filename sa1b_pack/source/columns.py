@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 BOX = pa.list_(pa.float64(), 4)
@@ -34,6 +35,12 @@ class Column:
     def ragged(self) -> bool:
         """A list of fixed-size lists per row (prompt points): offsets + (n, 2) values."""
         return pa.types.is_list(self.type)
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype of one value (of each element, for a fixed-size list column)."""
+        kind = self.type.value_type if self.width is not None else self.type
+        return np.dtype(kind.to_pandas_dtype())
 
     @property
     def numeric(self) -> bool:

@@ -1,17 +1,21 @@
 """Tar shards: shard-range parsing, locating shard files, and a one-pass member stream.
 
-A shard is read once, sequentially, in tarfile's stream mode (``r|*``: gzip is detected from
-the magic bytes, never the extension) and nothing is extracted to disk. Members come out in
+A shard is read once, sequentially (tarfile's seek mode for a local file, its stream mode
+over fsspec for a URL; gzip is detected from the magic bytes, never the extension) and
+nothing is extracted to disk. Members come out in
 tar order; pairing ``sa_N.jpg`` with ``sa_N.json`` is the packer's job, across the whole shard.
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
 import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import fsspec
 
@@ -93,7 +97,7 @@ class Member:
     name: str
     key: str | None
     kind: str | None
-    data: bytes | None
+    data: bytes | memoryview | None
     reason: str | None = None
 
 
@@ -111,15 +115,73 @@ def classify(name: str) -> tuple[str | None, str | None, str | None]:
     return f"sa_{match.group(1)}", match.group(2), None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+MAP_WINDOW = 16 << 20
+
+
+class _Tar:
+    """An open shard: tarfile for the headers, and each member's bytes either sliced from a
+    read-only map of the file (a local uncompressed tar: no copy into Python) or read by
+    tarfile (gzip, or any fsspec URL in stream mode ``r|*``, one forward pass).
+
+    The map is a window of MAP_WINDOW bytes (or one member, if larger) moved forward as the
+    members are read, populated in one call rather than page fault by page fault: a process
+    maps about one window of a 10 GB shard, never the whole file."""
+
+    def __init__(self, path: str, stack: contextlib.ExitStack) -> None:
+        fs, local = source_fs(path)
+        self.raw: BinaryIO | None = None
+        self.window: memoryview | None = None
+        self.window_start = self.window_end = self.size = 0
+        if "file" in fs.protocol:
+            raw = stack.enter_context(open(local, "rb"))
+            if raw.read(2) != GZIP_MAGIC:
+                self.raw, self.size = raw, os.fstat(raw.fileno()).st_size
+            raw.seek(0)
+            self.tar = stack.enter_context(tarfile.open(fileobj=raw, mode="r:*"))
+        else:
+            raw = stack.enter_context(fsspec.open(path, "rb"))
+            self.tar = stack.enter_context(tarfile.open(fileobj=raw, mode="r|*"))
+
+    def data(self, info: tarfile.TarInfo) -> bytes | memoryview | None:
+        """The member's bytes, or None if the file ends inside them."""
+        start, end = info.offset_data, info.offset_data + info.size
+        if self.raw is None or info.sparse is not None:
+            try:
+                reader = self.tar.extractfile(info)
+                data = reader.read() if reader else b""
+            except (tarfile.ReadError, EOFError):  # the file or gzip stream ends inside it
+                return None
+            return data if len(data) == info.size else None
+        if end > self.size:
+            return None
+        if not (self.window_start <= start and end <= self.window_end) or self.window is None:
+            self._map_from(start, end)
+        assert self.window is not None
+        return self.window[start - self.window_start : end - self.window_start]
+
+    def _map_from(self, start: int, end: int) -> None:
+        assert self.raw is not None
+        first = start - start % mmap.ALLOCATIONGRANULARITY
+        last = min(self.size, max(end, first + MAP_WINDOW))
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        view = mmap.mmap(self.raw.fileno(), last - first, flags=flags, prot=mmap.PROT_READ,
+                         offset=first)  # fmt: skip
+        # The old window is unmapped once no member's bytes point into it any more.
+        self.window, self.window_start, self.window_end = memoryview(view), first, last
+
+
 def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[Member]:
-    """Stream a shard's members once, in tar order; ShardError if the tar is broken."""
+    """Stream a shard's members once, in tar order; ShardError if the tar is broken.
+
+    A member's ``data`` may be a read-only memoryview of the mapped tar, valid while held:
+    the packer writes, hashes, parses and decodes it without a copy."""
     shard = shard or os.fspath(path).rstrip("/").rsplit("/", 1)[-1]
     last = None
     try:
-        with (
-            fsspec.open(os.fspath(path), "rb") as raw,
-            tarfile.open(fileobj=raw, mode="r|*") as tar,
-        ):
+        with contextlib.ExitStack() as stack:
+            source = _Tar(os.fspath(path), stack)
+            tar = source.tar
             for info in tar:
                 last = info.name
                 if info.isdir():
@@ -131,10 +193,11 @@ def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[
                 if reason:
                     yield Member(info.name, None, None, None, reason)
                     continue
-                reader = tar.extractfile(info)
-                data = reader.read() if reader else b""
-                if len(data) != info.size:
-                    raise ShardError(shard, info.name, "truncated: member shorter than its header")
+                data = source.data(info)
+                if data is None:
+                    raise ShardError(
+                        shard, info.name, "the tar ends inside this member (truncated download?)"
+                    )
                 yield Member(info.name, key, kind, data)
             # A complete tar ends with a zero block after the last member; tarfile also stops
             # quietly at EOF where a header belongs (cut at or inside a header): not complete.

@@ -6,7 +6,6 @@ come from the parsed annotations, layout columns from where the packer put the p
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..source.annotation import ImageAnnotations, numpy_dtype
+from ..source.annotation import ImageAnnotations
 from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, schema
 from .format import FORMAT_VERSION
 
@@ -58,7 +57,7 @@ def _table(columns: tuple[Column, ...], values: dict[str, Any], table_schema: pa
 
 def _concat(anns: list[ImageAnnotations], column: Column) -> np.ndarray:
     parts = [a.masks[column.name] for a in anns]
-    empty = np.empty((0, column.width) if column.width else 0, numpy_dtype(column))
+    empty = np.empty((0, column.width) if column.width else 0, column.numpy_dtype)
     return np.concatenate(parts) if parts else empty
 
 
@@ -89,7 +88,7 @@ def build_tables(
         "image_id": np.repeat([a.image_id for a in anns], counts).astype(np.int64),
         "point_coords": (np.concatenate([[0], np.cumsum(point_counts)]), points),
         "counts_offset": np.concatenate([jsons[k].counts_offsets for k in order] or [[]]),
-        "counts_size": [len(c) for a in anns for c in a.counts],
+        "counts_size": np.concatenate([a.counts_sizes for a in anns] or [[]]).astype(np.uint32),
         "extra": [v for a in anns for v in a.extras],
     }
     return (
@@ -98,11 +97,10 @@ def build_tables(
     )
 
 
-def write_table(table: pa.Table, parquet: Path, arrow: Path) -> None:
+def write_table(table: pa.Table, parquet: Path, arrow: Path) -> tuple[Path, Path]:
+    """Write both files of one table (not yet synced: the caller makes them durable)."""
     table = table.combine_chunks()
     pq.write_table(table, parquet, compression="zstd", row_group_size=PARQUET_ROW_GROUP)
     with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table, max_chunksize=max(table.num_rows, 1))
-    for path in (parquet, arrow):
-        with open(path, "rb+") as f:
-            os.fsync(f.fileno())
+    return parquet, arrow

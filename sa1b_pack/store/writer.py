@@ -8,11 +8,13 @@ listing it in the manifest.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import simplejpeg
@@ -57,20 +59,50 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
 
 
 class _PayloadFile:
+    """An append-only payload, hashed as it is written (the bytes are in cache then: no
+    second pass over the file for its manifest digest)."""
+
     def __init__(self, path: Path) -> None:
-        self.file = open(path, "wb")  # closed in close()
+        self.file = open(path, "wb")  # closed by the syncer
+        self.hash = hashlib.sha256()
         self.size = 0
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | memoryview) -> int:
         offset = self.size
         self.file.write(data)
+        self.hash.update(data)
         self.size += len(data)
         return offset
 
-    def close(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
+    def digest(self) -> dict[str, Any]:
+        return {"bytes": self.size, "sha256": self.hash.hexdigest()}
+
+
+class _Syncer:
+    """fsync (and close) a part's files on threads while the packer goes on: the wait is the
+    disk's, not the CPU's, so it overlaps building and writing the tables. ``wait()``
+    re-raises what a sync met; nothing is published before it returns."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(len(PART_FILES), thread_name_prefix="fsync")
+        self.pending: list[Future] = []
+
+    def sync(self, files: list[BinaryIO]) -> None:
+        for f in files:
+            f.flush()
+            self.pending.append(self.pool.submit(_sync_and_close, f))
+
+    def wait(self) -> None:
+        try:
+            for done in self.pending:
+                done.result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def _sync_and_close(f: BinaryIO) -> None:
+    with f:
+        os.fsync(f.fileno())
 
 
 def write_part(
@@ -154,12 +186,20 @@ class _Shard:
         ann = parse_annotation_json(data)
         if f"sa_{ann.image_id}" != key:
             raise AnnotationError(f"image.image_id {ann.image_id} does not match the member name")
-        offsets = np.array([self.counts_file.append(c) for c in ann.counts], np.uint64)
+        start = self.counts_file.append(ann.counts_data)
+        offsets = (start + np.cumsum(ann.counts_sizes) - ann.counts_sizes).astype(np.uint64)
         return JsonRecord(name, ann, offsets)
 
-    def close(self) -> None:
-        for payload in (self.jpeg_file, self.counts_file, self.resized_file):
-            payload.close()
+    def payloads(self) -> dict[str, _PayloadFile]:
+        return {
+            JPEG_PAYLOAD: self.jpeg_file,
+            COUNTS_PAYLOAD: self.counts_file,
+            RESIZED_PAYLOAD: self.resized_file,
+        }
+
+    def close(self, syncer: _Syncer) -> None:
+        """Stop writing payloads and hand them to ``syncer`` to be made durable."""
+        syncer.sync([p.file for p in self.payloads().values()])
 
     def samples(self) -> list[str]:
         """Keys of complete, consistent samples in image-id order; the rest reported."""
@@ -192,18 +232,27 @@ def _fill_part(
 ) -> PartResult:
     shard = tar_path.rstrip("/").rsplit("/", 1)[-1]
     collected = _Shard(shard, tmp, on_error, image_longest)
+    syncer = _Syncer()
     try:
-        for member in iter_members(tar_path, shard):
-            crash_point("member")
-            collected.add(member)
-            if progress and member.kind == "json":
-                progress(1)
+        try:
+            for member in iter_members(tar_path, shard):
+                crash_point("member")
+                collected.add(member)
+                if progress and member.kind == "json":
+                    progress(1)
+        finally:
+            collected.close(syncer)
+        order = collected.samples()
+        images, annotations = build_tables(order, collected.jpegs, collected.jsons)
+        for table, (parquet, arrow) in zip(
+            (images, annotations), TABLE_FILES.values(), strict=True
+        ):
+            for path in write_table(table, tmp / parquet, tmp / arrow):
+                syncer.sync([open(path, "rb")])  # closed by the syncer
     finally:
-        collected.close()
-    order = collected.samples()
-    images, annotations = build_tables(order, collected.jpegs, collected.jsons)
-    for table, (parquet, arrow) in zip((images, annotations), TABLE_FILES.values(), strict=True):
-        write_table(table, tmp / parquet, tmp / arrow)
+        syncer.wait()  # before anything is published or the staging folder is removed
+    digests = {name: payload.digest() for name, payload in collected.payloads().items()}
+    digests.update({f: file_digest(tmp / f) for f in PART_FILES if f not in digests})
     entry = {
         "index": int(name[3:]),
         "source": {"file": shard, "bytes": source_size(tar_path)},
@@ -214,6 +263,6 @@ def _fill_part(
         "resized_bytes": collected.resized_file.size,
         "skipped_members": [list(s) for s in collected.skipped],
         "errors": [list(e) for e in collected.errors],
-        "files": {f: file_digest(tmp / f) for f in PART_FILES},
+        "files": {f: digests[f] for f in PART_FILES},
     }
     return PartResult(entry, collected.skipped, collected.errors)

@@ -30,16 +30,20 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         backend=args.backend,
         scheduler=args.scheduler,
+        repack=args.repack,
     )
     left_out = sum(len(v) for v in report.skipped_members.values())
     bad = sum(len(v) for v in report.errors.values())
     print(
         f"packed {len(report.packed)} shards ({report.images} images, {report.masks} masks), "
         f"{len(report.skipped_existing)} already in the store, {len(report.failed)} failed, "
-        f"{left_out} members left out, {bad} bad samples skipped"
+        f"{left_out} members left out, {bad} bad samples skipped, {len(report.damaged)} "
+        f"damaged tars packed up to the break, {len(report.changed)} changed since packed"
     )
-    for error in report.failed.values():
+    for error in [*report.failed.values(), *report.changed.values()]:
         print(f"FAILED {error}", file=sys.stderr)
+    if report.failed or report.damaged or report.duplicates:
+        print(f"'sa1b-pack errors {args.dst}' lists them", file=sys.stderr)
     return 0 if report.ok else 1
 
 
@@ -131,7 +135,7 @@ def _cmd_errors(args: argparse.Namespace) -> int:
     rows = left_out(read_manifest(args.dst))
     for row in rows:
         print(f"{row['shard']}\t{row['kind']}\t{row['member']}\t{row['reason']}")
-    print(f"{len(rows)} members left out", file=sys.stderr)
+    print(f"{len(rows)} problems recorded", file=sys.stderr)
     return 0
 
 
@@ -201,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail: a bad sample fails its shard (default); skip: leave it out and record it",
     )
     p.add_argument(
+        "--repack",
+        action="store_true",
+        help="re-pack committed shards whose tar changed since (damaged ones are re-packed "
+        "anyway when their tar changes)",
+    )
+    p.add_argument(
         "--backend", choices=["loky", "dask"], default="loky", help="where shards are packed"
     )
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://head:8786")
@@ -247,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("dst", help="store folder")
     i.set_defaults(func=_cmd_info)
 
-    e = _command(sub, "errors", "what packing left out: bad samples, strays, orphans")
+    e = _command(
+        sub,
+        "errors",
+        "what packing left out or found: failed shards, damaged tars, bad samples, duplicates",
+    )
     e.add_argument("dst", help="store folder")
     e.set_defaults(func=_cmd_errors)
 

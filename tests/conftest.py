@@ -86,6 +86,15 @@ def tiny_jpeg(height: int, width: int, seed: int = 0) -> bytes:
     return simplejpeg.encode_jpeg(pixels, quality=90, colorspace="RGB")
 
 
+def same_contents(shards: dict) -> dict:
+    """Manifest shard entries without the source files' mtimes: equal for two stores packed
+    from copies of the same tars (a download, an upload) made at different times."""
+    return {
+        name: {**entry, "source": {k: v for k, v in entry["source"].items() if k != "mtime"}}
+        for name, entry in shards.items()
+    }
+
+
 def sample_pair(image_id: int, seed: int = 0, n_masks: int | None = None) -> tuple[bytes, dict]:
     """A small synthetic (jpeg, annotation dict) with the given image id."""
     return synth.synth_sample(np.random.default_rng(seed), image_id, small=True, n_masks=n_masks)
@@ -129,6 +138,7 @@ def tools() -> SimpleNamespace:
         tiny_jpeg=tiny_jpeg,
         sample_pair=sample_pair,
         sample_members=sample_members,
+        same_contents=same_contents,
         SourceImage=SourceImage,
     )
 

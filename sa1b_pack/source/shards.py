@@ -33,6 +33,11 @@ class ShardError(Exception):
         super().__init__(f"{where}: {reason}")
 
 
+class TarDamage(ShardError):
+    """The tar breaks off (truncated, or unreadable) after ``member``: the members before it
+    were whole, so a packer told to skip bad input can keep their samples."""
+
+
 def shard_name(index: int) -> str:
     return f"sa_{index:06d}"
 
@@ -195,14 +200,14 @@ def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[
                     continue
                 data = source.data(info)
                 if data is None:
-                    raise ShardError(
+                    raise TarDamage(
                         shard, info.name, "the tar ends inside this member (truncated download?)"
                     )
                 yield Member(info.name, key, kind, data)
             # A complete tar ends with a zero block after the last member; tarfile also stops
             # quietly at EOF where a header belongs (cut at or inside a header): not complete.
             if tar.fileobj.tell() < tar.offset + tarfile.BLOCKSIZE:
-                raise ShardError(
+                raise TarDamage(
                     shard,
                     last,
                     "the tar ends after this member, without its end marker (truncated download?)",
@@ -210,5 +215,6 @@ def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[
     except ShardError:
         raise
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        where = "after this member" if last else "at the start"
-        raise ShardError(shard, last, f"unreadable tar {where} ({exc})") from None
+        if last is not None:
+            raise TarDamage(shard, last, f"unreadable tar after this member ({exc})") from None
+        raise ShardError(shard, None, f"unreadable tar at the start ({exc})") from None

@@ -93,14 +93,27 @@ def check_files(storage: Storage, name: str, entry: dict[str, Any]) -> list[str]
 
 
 def left_out(manifest: dict[str, Any]) -> list[dict[str, str]]:
-    """What packing left out, per committed shard: bad samples skipped (``kind`` "error",
-    with ``--on-error skip``) and stray or unpaired members (``kind`` "skipped")."""
-    rows = []
+    """What packing left out or found wrong: shards that failed (``kind`` "failed", not in
+    the store: the next pack retries them), tars that break off (``kind`` "damaged": the
+    samples after ``member`` are missing), bad samples skipped (``kind`` "error", with
+    ``--on-error skip``), stray or unpaired members (``kind`` "skipped") and image ids held by
+    two shards (``kind`` "duplicate")."""
+    rows = [
+        {"shard": name, "member": "", "kind": "failed", "reason": failure["reason"]}
+        for name, failure in sorted(manifest.get("failed", {}).items())
+    ]
     for name in shard_names(manifest):
         entry = manifest["shards"][name]
+        if damage := entry.get("damage"):
+            why = f"{damage[1]}: the samples from here on are missing"
+            rows.append({"shard": name, "member": damage[0], "kind": "damaged", "reason": why})
         for kind, key in (("error", "errors"), ("skipped", "skipped_members")):
             for member, reason in entry.get(key, []):
                 rows.append({"shard": name, "member": member, "kind": kind, "reason": reason})
+        for other, count, first in entry.get("duplicates", []):
+            ids = ", ".join(map(str, first[:5])) + (", ..." if count > 5 else "")
+            rows.append({"shard": name, "member": "", "kind": "duplicate",
+                         "reason": f"{count} image ids also in {other}: {ids}"})  # fmt: skip
     return rows
 
 
@@ -118,4 +131,7 @@ def summary(manifest: dict[str, Any], url: str) -> dict[str, Any]:
         "source_bytes": sum(e["source"]["bytes"] for e in entries),
         "skipped_members": sum(len(e["skipped_members"]) for e in entries),
         "errors": sum(len(e.get("errors", [])) for e in entries),
+        "failed_shards": len(manifest.get("failed", {})),
+        "damaged_shards": sum("damage" in e for e in entries),
+        "duplicate_ids": sum(d[1] for e in entries for d in e.get("duplicates", [])),
     }

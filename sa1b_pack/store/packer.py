@@ -16,10 +16,12 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from ..progress import progress_bar, say
+from ..source.identity import source_change
 from ..source.shards import ShardError, find_shards, shard_name
 from .cluster import backend_context
 from .errors import StoreError
@@ -35,6 +37,9 @@ class PackReport:
     packed: list[str] = field(default_factory=list)
     skipped_existing: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # shard -> error message
+    changed: dict[str, str] = field(default_factory=dict)  # committed, source since replaced
+    damaged: dict[str, list[str]] = field(default_factory=dict)  # [member, reason] of the break
+    duplicates: dict[str, list[Any]] = field(default_factory=dict)  # shard -> ids also elsewhere
     skipped_members: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # bad samples skipped
     images: int = 0
@@ -42,7 +47,7 @@ class PackReport:
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.changed
 
 
 def _pack_one(
@@ -80,12 +85,14 @@ class Packer:
         on_error: str = "fail",
         backend: str = "loky",
         scheduler: str | None = None,
+        repack: bool = False,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.storage = storage_for(dst)
         self.image_longest, self.on_error = image_longest, on_error
         self.backend, self.scheduler, self.progress = backend, scheduler, progress
+        self.repack = repack
         self.distributed = backend != "loky"
         self.jobs = -1 if self.distributed else max(1, jobs)
         self._stack = ExitStack()
@@ -158,14 +165,28 @@ class Packer:
 
     def pack(self, tars: Mapping[int, str]) -> PackReport:
         """Pack the shards {index: tar path or URL} not yet committed, committing each as it
-        finishes (``source.shards.find_shards`` locates them in a folder)."""
+        finishes (``source.shards.find_shards`` locates them in a folder). A committed shard
+        whose tar has changed since is packed again if it was damaged or had bad samples (a
+        fresh download is the fix), or with ``repack``; otherwise it is reported in
+        ``changed`` and left as it is."""
         report = PackReport()
         todo = []
         for index in tars:
-            if shard_name(index) in self.committed:
-                report.skipped_existing.append(shard_name(index))
-            else:
+            name = shard_name(index)
+            entry = self.manifest["shards"].get(name)
+            if entry is None:
                 todo.append(index)
+            elif (change := source_change(entry["source"], tars[index])) is None:
+                report.skipped_existing.append(name)
+            elif self.repack or entry.get("damage") or entry.get("errors"):
+                say(f"re-packing {name}: its tar changed ({change})")
+                todo.append(index)
+            else:
+                report.changed[name] = (
+                    f"{name}.tar changed since it was packed ({change}); the store keeps the "
+                    "old contents: pack with --repack to replace them"
+                )
+                say(f"CHANGED {report.changed[name]}")
         args = (self.storage, self._queue, self.image_longest, self.on_error)
         with progress_bar(
             total=len(todo), desc="shards", unit="shard", enabled=self.progress
@@ -180,24 +201,59 @@ class Packer:
     def _record(
         self, name: str, result: PartResult | None, error: str | None, report: PackReport
     ) -> None:
-        """Commit a finished shard (list it in the manifest) or record why it failed."""
+        """Commit a finished shard (list it in the manifest) or record why it failed; both
+        are committed with the manifest, so ``errors`` and ``info`` can tell later."""
         if error is not None:
             report.failed[name] = error
+            self.manifest.setdefault("failed", {})[name] = {"reason": error}
+            write_manifest(self.storage, self.manifest)
             say(f"FAILED {error}")
             return
         assert result is not None
-        self.manifest["shards"][name] = result.entry
+        entry = result.entry
+        if duplicates := self._duplicates(name, result):
+            entry["duplicates"] = duplicates
+            report.duplicates[name] = duplicates
+        replaced = self.manifest["shards"].get(name)
+        self.manifest["shards"][name] = entry
+        self.manifest.get("failed", {}).pop(name, None)
         write_manifest(self.storage, self.manifest)
+        if replaced is not None:
+            self.storage.remove_part(name, replaced, keep=entry)
         report.packed.append(name)
-        report.images += result.entry["images"]
-        report.masks += result.entry["masks"]
+        report.images += entry["images"]
+        report.masks += entry["masks"]
         if result.errors:
             report.errors[name] = result.errors
         if result.skipped:
             report.skipped_members[name] = result.skipped
+        if "damage" in entry:
+            report.damaged[name] = entry["damage"]
+            say(f"DAMAGED {name}: packed the whole samples before {entry['damage'][0]}: "
+                f"{entry['damage'][1]}")  # fmt: skip
         for label, items in (("skipped", result.errors), ("left out", result.skipped)):
             for member, reason in items:
                 say(f"{label} {name}: {member}: {reason}")
+        for other, count, first in duplicates:
+            say(f"DUPLICATE {name}: {count} image ids also in {other} (e.g. {first[:5]})")
+
+    def _duplicates(self, name: str, result: PartResult) -> list[list[Any]]:
+        """[other shard, count, first ids] for each committed shard holding image ids this
+        one holds too. Only shards whose id range overlaps are opened: real SA-1B shards
+        have disjoint ranges, so this reads nothing at all there."""
+        ids, found = result.image_ids, []
+        if not len(ids):
+            return found
+        low, high = int(ids[0]), int(ids[-1])
+        for other, entry in sorted(self.manifest["shards"].items()):
+            span = entry.get("image_ids")
+            if other == name or not span or span[1] < low or span[0] > high:
+                continue
+            theirs = self.storage.open_part(other, entry).images["image_id"]
+            both = np.intersect1d(ids, theirs)
+            if len(both):
+                found.append([other, len(both), both[:20].tolist()])
+        return found
 
 
 def pack(
@@ -212,8 +268,10 @@ def pack(
     also keeps every image pre-resized to that longest side (a store keeps one setting for
     all its shards); ``on_error="fail"`` (default) fails a shard at its first bad sample,
     leaving nothing of it, while other shards go on, and "skip" packs the rest and records
-    bad samples in the manifest (``Store.errors()``); ``backend="dask"`` runs the same
-    per-shard function on a Dask cluster (``scheduler`` address, or the current client).
+    bad samples in the manifest (``Store.errors()``), and packs the whole samples of a tar
+    that breaks off; ``repack`` re-packs committed shards whose tar changed since (damaged
+    or partly bad ones are re-packed anyway); ``backend="dask"`` runs the same per-shard
+    function on a Dask cluster (``scheduler`` address, or the current client).
     """
     tars = find_shards(src, shards)  # missing shards: an error before the store is touched
     with Packer(dst, **options) as packer:

@@ -179,18 +179,33 @@ class Store:
         )
         return rng.permutation(images)[: min(counts)]
 
-    def index_of(self, image_id: int) -> int:
-        """Global index of an image id; KeyError if the store does not hold it."""
+    def index_of(self, image_id: int, shard: str | None = None) -> int:
+        """Global index of an image id; KeyError if the store does not hold it, ValueError
+        if two shards do (say which with ``shard``, e.g. "sa_000123")."""
+        found = self.indices_of(image_id)
+        if shard is not None:
+            found = [i for i in found if self.shards[self._spanner.locate(i)[0]] == shard]
+        if not found:
+            where = f"shard {shard} of {self.root}" if shard else str(self.root)
+            raise KeyError(f"image id {image_id} is not in {where}")
+        if len(found) > 1:
+            names = ", ".join(self.shards[self._spanner.locate(i)[0]] for i in found)
+            raise ValueError(
+                f"image id {image_id} is in {len(found)} shards ({names}): pass shard= to pick "
+                "one ('sa1b-pack errors' lists duplicate ids)"
+            )
+        return found[0]
+
+    def indices_of(self, image_id: int) -> list[int]:
+        """Every global index holding ``image_id`` (more than one only if shards repeat it)."""
         if self._by_id is None:
             ids = [self.part(p).images["image_id"] for p in range(len(self.shards))]
             ids = np.concatenate(ids or [[]])
             order = np.argsort(ids, kind="stable")
             self._by_id = (ids[order], order)
         ids, order = self._by_id
-        k = int(np.searchsorted(ids, image_id))
-        if k == len(ids) or ids[k] != image_id:
-            raise KeyError(f"image id {image_id} is not in {self.root}")
-        return int(order[k])
+        first, last = np.searchsorted(ids, image_id), np.searchsorted(ids, image_id, "right")
+        return sorted(int(i) for i in order[first:last])
 
     def errors(self) -> list[dict[str, str]]:
         """What packing left out (see manifest.left_out)."""

@@ -106,6 +106,12 @@ class Storage:
         """Remove what a killed packer left and no manifest names (the caller packs alone)."""
         raise NotImplementedError
 
+    def remove_part(self, name: str, old: dict[str, Any], keep: dict[str, Any]) -> None:
+        """Delete the files of ``old``, a part the manifest no longer lists (replaced by
+        ``keep`` under the same name), unless they are ``keep``'s."""
+        if self.part_path(name, old) != self.part_path(name, keep):
+            self.fs.rm(self.part_path(name, old), recursive=True)
+
     def open_part(self, name: str, entry: dict[str, Any]) -> Any:
         """The part-reading protocol (parts.py) over this backend."""
         raise NotImplementedError
@@ -162,15 +168,19 @@ class LocalStorage(Storage):
             shutil.rmtree(folder, ignore_errors=True)  # gone already once published
 
     def publish(self, folder: Path, name: str) -> dict[str, Any]:
+        # Leftovers of killed runs were dropped when the packer opened the store, so a folder
+        # of this name is a committed part being replaced: it stays until the new manifest.
         final = self.root / PARTS_DIR / name
-        if final.exists():  # an uncommitted leftover of a killed run: never listed, safe to drop
-            shutil.rmtree(final)
+        located: dict[str, Any] = {}
+        if final.exists():
+            final = final.with_name(f"{name}-{uuid.uuid4().hex[:8]}")
+            located = {"path": f"{PARTS_DIR}/{final.name}"}
         fsync_dir(folder)
         crash_point("part-written")
         os.rename(folder, final)
         fsync_dir(final.parent)
         crash_point("part-renamed")
-        return {}
+        return located
 
     def broken_parts(self, shards: dict[str, dict[str, Any]]) -> list[str]:
         def intact(name: str, entry: dict[str, Any]) -> bool:
@@ -184,9 +194,10 @@ class LocalStorage(Storage):
 
     def drop_unlisted(self, shards: dict[str, dict[str, Any]]) -> None:
         parts = self.root / PARTS_DIR
+        listed = {Path(self.part_path(n, e)).name for n, e in shards.items()}
         if parts.is_dir():
             for path in parts.iterdir():
-                if path.name not in shards:
+                if path.name not in listed:
                     shutil.rmtree(path, ignore_errors=True)
 
     def open_part(self, name: str, entry: dict[str, Any]) -> Any:

@@ -21,7 +21,8 @@ import simplejpeg
 
 from ..codec.jpeg import encode_jpeg, resize_longest
 from ..source.annotation import AnnotationError, parse_annotation_json
-from ..source.shards import Member, ShardError, iter_members, shard_name, source_size
+from ..source.identity import source_identity
+from ..source.shards import Member, ShardError, TarDamage, iter_members, shard_name
 from .faults import crash_point
 from .format import (
     COUNTS_PAYLOAD,
@@ -45,6 +46,7 @@ class PartResult:
     entry: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (member, reason)
     errors: list[tuple[str, str]] = field(default_factory=list)  # bad samples left out
+    image_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # sorted
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
@@ -119,8 +121,10 @@ def write_part(
 
     ``image_longest`` also stores each image resized to that longest side (SAM's shape),
     re-encoded at RESIZED_QUALITY, for training stores that never need the full size.
-    ``on_error``: "fail" raises ShardError at the first bad sample; "skip" leaves bad samples
-    out and lists them in the entry's ``errors``. A broken tar fails the shard either way.
+    ``on_error``: "fail" raises ShardError at the first bad sample or a broken tar; "skip"
+    leaves bad samples out and lists them in the entry's ``errors``, and packs the whole
+    samples before the point where a tar breaks off (truncated download), recording it as the
+    entry's ``damage``: [member, reason]. A tar unreadable from the start fails either way.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -231,7 +235,9 @@ def _fill_part(
     on_error: str,
 ) -> PartResult:
     shard = tar_path.rstrip("/").rsplit("/", 1)[-1]
+    source = {"file": shard, **source_identity(tar_path)}  # before reading: what was packed
     collected = _Shard(shard, tmp, on_error, image_longest)
+    damage: TarDamage | None = None
     syncer = _Syncer()
     try:
         try:
@@ -240,6 +246,10 @@ def _fill_part(
                 collected.add(member)
                 if progress and member.kind == "json":
                     progress(1)
+        except TarDamage as exc:
+            if on_error == "fail" or not (collected.jpegs or collected.jsons):
+                raise
+            damage = exc  # keep the whole samples before the break, and say where it broke
         finally:
             collected.close(syncer)
         order = collected.samples()
@@ -251,11 +261,11 @@ def _fill_part(
                 syncer.sync([open(path, "rb")])  # closed by the syncer
     finally:
         syncer.wait()  # before anything is published or the staging folder is removed
-    digests = {name: payload.digest() for name, payload in collected.payloads().items()}
+    digests = {file: payload.digest() for file, payload in collected.payloads().items()}
     digests.update({f: file_digest(tmp / f) for f in PART_FILES if f not in digests})
     entry = {
         "index": int(name[3:]),
-        "source": {"file": shard, "bytes": source_size(tar_path)},
+        "source": source,
         "images": images.num_rows,
         "masks": annotations.num_rows,
         "jpeg_bytes": collected.jpeg_file.size,
@@ -265,4 +275,9 @@ def _fill_part(
         "errors": [list(e) for e in collected.errors],
         "files": {f: digests[f] for f in PART_FILES},
     }
-    return PartResult(entry, collected.skipped, collected.errors)
+    if damage is not None:
+        entry["damage"] = [damage.member, damage.reason]
+    ids = images.column("image_id").to_numpy()  # the tables are in image-id order
+    if len(ids):
+        entry["image_ids"] = [int(ids[0]), int(ids[-1])]
+    return PartResult(entry, collected.skipped, collected.errors, ids)

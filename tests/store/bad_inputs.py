@@ -97,14 +97,23 @@ def cut(data: bytes, where: Callable[[bytes], int]) -> bytes:
     return data[: where(data)]
 
 
-def mid_member(data: bytes) -> int:
-    return 512 * 3 + 100  # inside the data of the first member (header 512 + data)
+def _member(data: bytes, name: str) -> tarfile.TarInfo:
+    return next(m for m in tarfile.open(fileobj=io.BytesIO(data)) if m.name == name)
 
 
-def mid_header(data: bytes) -> int:
-    first = tarfile.open(fileobj=io.BytesIO(data)).getmembers()
-    second = first[1].offset  # header of the second member
-    return second + 100
+def mid_member(name: str) -> Callable[[bytes], int]:
+    """Inside the data of member ``name``."""
+    return lambda data: _member(data, name).offset_data + 100
+
+
+def mid_header(name: str) -> Callable[[bytes], int]:
+    """Inside the header of member ``name``."""
+    return lambda data: _member(data, name).offset + 100
+
+
+def after(name: str) -> Callable[[bytes], int]:
+    """Right after member ``name``'s data and padding: no end-of-archive blocks."""
+    return lambda data: _member(data, name).offset_data + -(-_member(data, name).size // 512) * 512
 
 
 def delete(path: str) -> Callable[[dict], None]:
@@ -160,11 +169,15 @@ def _gzip_cut() -> bytes:
 
 
 CASES = [
-    Case("truncated tar", "cut mid-member", lambda: cut(with_entries([]), mid_member), "fails",
-         "sa_1.jpg"),
-    Case("truncated tar", "cut mid-header", lambda: cut(with_entries([]), mid_header), "fails",
-         "sa_1.jpg"),
-    Case("truncated tar", "gzip'd tar cut short", _gzip_cut, "fails", ""),
+    Case("truncated tar", "cut inside the first member",
+         lambda: cut(with_entries([]), mid_member("sa_1.jpg")), "fails", "sa_1.jpg"),
+    Case("truncated tar", "cut inside a later member",
+         lambda: cut(with_entries([]), mid_member("sa_3.jpg")), "damaged", "sa_3.jpg"),
+    Case("truncated tar", "cut inside a header",
+         lambda: cut(with_entries([]), mid_header("sa_3.json")), "damaged", "sa_3.jpg"),
+    Case("truncated tar", "cut after the last member (no end marker)",
+         lambda: cut(with_entries([]), after("sa_3.json")), "damaged", "sa_3.json"),
+    Case("truncated tar", "gzip'd tar cut short", _gzip_cut, "damaged", ""),
     Case("malformed RLE", "character outside '0'..'o'",
          lambda: with_doc(set_counts(lambda c, t: c[:-1] + "~")), "sample", "sa_2.json"),
     Case("malformed RLE", "ends inside a continuation",
@@ -221,6 +234,7 @@ class Outcome:
     images: int
     failed: str | None  # the failing shard's message
     errors: list[tuple[str, str]]  # skipped bad samples
+    damage: list[str] | None  # [member, reason] where the tar breaks off
     skipped: list[tuple[str, str]]  # strays and orphans
     good_shard_packed: bool
     leftovers: list[str]  # part folders of shards that failed
@@ -239,6 +253,7 @@ def run(case: Case, folder: Path, on_error: str) -> Outcome:
         images=report.images,
         failed=report.failed.get("sa_000000"),
         errors=report.errors.get("sa_000000", []),
+        damage=report.damaged.get("sa_000000"),
         skipped=report.skipped_members.get("sa_000000", []),
         good_shard_packed="sa_000001" in report.packed,
         leftovers=[p for p in parts if p in report.failed],
@@ -248,6 +263,10 @@ def run(case: Case, folder: Path, on_error: str) -> Outcome:
 def describe(outcome: Outcome) -> str:
     if outcome.failed:
         return f"shard fails: `{outcome.failed}`"
+    if outcome.damage:
+        member, reason = outcome.damage
+        return (f"packed the {outcome.images - 2} whole images before the break; recorded "
+                f"(`errors`: damaged): `{member}: {reason}`")  # fmt: skip
     if outcome.errors:
         return "skipped, recorded: " + "; ".join(f"`{m}: {r}`" for m, r in outcome.errors)
     if outcome.skipped:

@@ -20,6 +20,11 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
         for outcome in (fail, skip):
             assert not outcome.ok and outcome.failed.startswith("sa_000000.tar: ")
             assert case.member in outcome.failed and "\n" not in outcome.failed
+    elif case.expect == "damaged":
+        assert not fail.ok and fail.failed.startswith("sa_000000.tar: ")
+        assert case.member in fail.failed and fail.damage is None
+        assert skip.ok and skip.damage is not None and case.member in skip.damage[0]
+        assert skip.damage[1] in fail.failed and 2 + 1 <= skip.images <= 2 + 2
     elif case.expect == "sample":
         assert not fail.ok and fail.failed.startswith(f"sa_000000.tar: {case.member}: ")
         assert "\n" not in fail.failed

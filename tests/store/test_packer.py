@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sa1b_pack import StoreError, open_store
+from sa1b_pack.source.identity import source_identity
 from sa1b_pack.store.format import FORMAT_VERSION, PART_FILES
 from sa1b_pack.store.manifest import file_digest, read_manifest
 from sa1b_pack.store.packer import pack
@@ -84,7 +85,8 @@ def test_manifest_entries_match_files(packed_dir: Path, source_dir: Path) -> Non
         assert sorted(p.name for p in folder.iterdir()) == sorted(PART_FILES)
         assert entry["files"] == {f: file_digest(folder / f) for f in PART_FILES}
         tar = source_dir / f"{name}.tar"
-        assert entry["source"] == {"file": tar.name, "bytes": tar.stat().st_size}
+        assert entry["source"] == {"file": tar.name, **source_identity(tar)}
+        assert entry["source"]["mtime"] == tar.stat().st_mtime
         assert entry["skipped_members"] == []
     assert sorted(p.name for p in (packed_dir / "parts").iterdir()) == NAMES
 

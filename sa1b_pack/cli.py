@@ -31,6 +31,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         backend=args.backend,
         scheduler=args.scheduler,
         repack=args.repack,
+        subset=args.subset,
     )
     left_out = sum(len(v) for v in report.skipped_members.values())
     bad = sum(len(v) for v in report.errors.values())
@@ -203,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fail", "skip"],
         default="fail",
         help="fail: a bad sample fails its shard (default); skip: leave it out and record it",
+    )
+    p.add_argument(
+        "--subset",
+        metavar="FILE",
+        help="pack only the images listed in FILE (ids or sa_N.jpg names, one per line)",
     )
     p.add_argument(
         "--repack",

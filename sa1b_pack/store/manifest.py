@@ -134,4 +134,9 @@ def summary(manifest: dict[str, Any], url: str) -> dict[str, Any]:
         "failed_shards": len(manifest.get("failed", {})),
         "damaged_shards": sum("damage" in e for e in entries),
         "duplicate_ids": sum(d[1] for e in entries for d in e.get("duplicates", [])),
+        "subset": _subset_name(manifest.get("subset")),
     }
+
+
+def _subset_name(subset: dict[str, Any] | None) -> str | None:
+    return f"{subset['file']} ({subset['images']:,} ids)" if subset else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +27,7 @@ from .cluster import backend_context
 from .errors import StoreError
 from .manifest import empty_manifest, read_manifest, write_manifest
 from .storage import Storage, storage_for
+from .subset import describe, read_ids
 from .writer import ON_ERROR, PartResult, write_part
 
 
@@ -57,11 +58,13 @@ def _pack_one(
     progress: Any | None,
     image_longest: int | None,
     on_error: str,
+    subset: np.ndarray | None,
 ) -> tuple[int, PartResult | None, str | None]:
     """Worker entry point: a ShardError becomes a result, so other shards go on."""
     report: Callable[[int], None] | None = progress.put if progress is not None else None
     try:
-        return index, write_part(tar, index, storage, report, image_longest, on_error), None
+        part = write_part(tar, index, storage, report, image_longest, on_error, subset)
+        return index, part, None
     except ShardError as exc:
         return index, None, str(exc)
 
@@ -86,6 +89,7 @@ class Packer:
         backend: str = "loky",
         scheduler: str | None = None,
         repack: bool = False,
+        subset: str | os.PathLike | Iterable[int | str] | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -93,6 +97,9 @@ class Packer:
         self.image_longest, self.on_error = image_longest, on_error
         self.backend, self.scheduler, self.progress = backend, scheduler, progress
         self.repack = repack
+        self.subset = read_ids(subset) if subset is not None else None
+        named = subset if isinstance(subset, str | os.PathLike) else "image ids"
+        self.subset_record = describe(named, self.subset) if self.subset is not None else None
         self.distributed = backend != "loky"
         self.jobs = -1 if self.distributed else max(1, jobs)
         self._stack = ExitStack()
@@ -128,8 +135,11 @@ class Packer:
         self._stack.close()
 
     def _open_manifest(self) -> dict[str, Any]:
+        """The store's manifest, or a new one; a store keeps one image_longest and one
+        subset for all its shards."""
+        fresh = {**empty_manifest(self.image_longest), "subset": self.subset_record}
         if self.storage.load_manifest() is None:
-            return empty_manifest(self.image_longest)
+            return fresh
         manifest = read_manifest(self.storage)  # StoreError if corrupt: never overwritten
         if manifest["shards"] and manifest.get("image_longest") != self.image_longest:
             raise StoreError(
@@ -137,7 +147,14 @@ class Packer:
                 f"{manifest.get('image_longest')}; pack the rest the same way "
                 f"(--image-longest), or into a new store"
             )
-        return {**manifest, **empty_manifest(self.image_longest), "shards": manifest["shards"]}
+        was, now = manifest.get("subset"), self.subset_record
+        if manifest["shards"] and (was and was["sha256"]) != (now and now["sha256"]):
+            packed = f"the subset {was['file']} ({was['images']:,} ids)" if was else "no subset"
+            raise StoreError(
+                f"{self.storage.url} was packed with {packed}; pack the rest the same way "
+                "(--subset), or into a new store"
+            )
+        return {**manifest, **fresh, "shards": manifest["shards"]}
 
     def _image_queue(self, stack: ExitStack) -> Any:
         """Where workers report images as they go, drained into the images bar by a thread;
@@ -187,7 +204,7 @@ class Packer:
                     "old contents: pack with --repack to replace them"
                 )
                 say(f"CHANGED {report.changed[name]}")
-        args = (self.storage, self._queue, self.image_longest, self.on_error)
+        args = (self.storage, self._queue, self.image_longest, self.on_error, self.subset)
         with progress_bar(
             total=len(todo), desc="shards", unit="shard", enabled=self.progress
         ) as bar:
@@ -271,7 +288,8 @@ def pack(
     bad samples in the manifest (``Store.errors()``), and packs the whole samples of a tar
     that breaks off; ``repack`` re-packs committed shards whose tar changed since (damaged
     or partly bad ones are re-packed anyway); ``backend="dask"`` runs the same per-shard
-    function on a Dask cluster (``scheduler`` address, or the current client).
+    function on a Dask cluster (``scheduler`` address, or the current client); ``subset``
+    (image ids or names, or a text file of them) packs only those images.
     """
     tars = find_shards(src, shards)  # missing shards: an error before the store is touched
     with Packer(dst, **options) as packer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from functools import cached_property
 from typing import Any
 
@@ -24,6 +25,7 @@ from .parts import Part
 from .sample import Sample
 from .spanner import Spanner
 from .storage import storage_for
+from .subset import read_ids, subset_indices
 
 __all__ = ["Sample", "Store", "StoreError", "open_store"]
 
@@ -198,14 +200,26 @@ class Store:
 
     def indices_of(self, image_id: int) -> list[int]:
         """Every global index holding ``image_id`` (more than one only if shards repeat it)."""
-        if self._by_id is None:
-            ids = [self.part(p).images["image_id"] for p in range(len(self.shards))]
-            ids = np.concatenate(ids or [[]])
-            order = np.argsort(ids, kind="stable")
-            self._by_id = (ids[order], order)
-        ids, order = self._by_id
+        ids, order = self.id_index()
         first, last = np.searchsorted(ids, image_id), np.searchsorted(ids, image_id, "right")
         return sorted(int(i) for i in order[first:last])
+
+    def id_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every image id, sorted; the global index of each), built on first use."""
+        if self._by_id is None:
+            ids = [self.part(p).images["image_id"] for p in range(len(self.shards))]
+            ids = np.concatenate(ids or [[]]).astype(np.int64)
+            order = np.argsort(ids, kind="stable")
+            self._by_id = (ids[order], order)
+        return self._by_id
+
+    def subset(
+        self, ids: str | os.PathLike | Iterable[int | str], missing: str = "error"
+    ) -> np.ndarray:
+        """Sorted global indices of a named subset: image ids or file names, or a text file
+        of them, one per line (see store/subset.py); KeyError naming ids the store lacks,
+        unless ``missing="ignore"``."""
+        return subset_indices(self, read_ids(ids), missing)
 
     def errors(self) -> list[dict[str, str]]:
         """What packing left out (see manifest.left_out)."""

@@ -114,6 +114,7 @@ def write_part(
     progress: Callable[[int], None] | None = None,
     image_longest: int | None = None,
     on_error: str = "fail",
+    subset: np.ndarray | None = None,
 ) -> PartResult:
     """Pack shard ``index`` into a part of ``storage``, written in a staging folder and
     published (not yet committed: the caller lists it in the manifest); ShardError, with
@@ -125,12 +126,15 @@ def write_part(
     leaves bad samples out and lists them in the entry's ``errors``, and packs the whole
     samples before the point where a tar breaks off (truncated download), recording it as the
     entry's ``damage``: [member, reason]. A tar unreadable from the start fails either way.
+    ``subset`` (sorted image ids): pack only those images; the entry counts the others.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     name = shard_name(index)
     with storage.staging(name) as folder:
-        result = _fill_part(os.fspath(tar_path), name, folder, progress, image_longest, on_error)
+        result = _fill_part(
+            os.fspath(tar_path), name, folder, progress, image_longest, on_error, subset
+        )
         result.entry.update(storage.publish(folder, name))
     return result
 
@@ -138,8 +142,16 @@ def write_part(
 class _Shard:
     """What one pass over a shard collects; bad samples go to the error policy, not to except."""
 
-    def __init__(self, shard: str, tmp: Path, on_error: str, image_longest: int | None) -> None:
+    def __init__(
+        self,
+        shard: str,
+        tmp: Path,
+        on_error: str,
+        image_longest: int | None,
+        subset: np.ndarray | None,
+    ) -> None:
         self.shard, self.on_error, self.image_longest = shard, on_error, image_longest
+        self.subset, self.outside_subset = subset, 0
         self.jpeg_file = _PayloadFile(tmp / JPEG_PAYLOAD)
         self.counts_file = _PayloadFile(tmp / COUNTS_PAYLOAD)
         self.resized_file = _PayloadFile(tmp / RESIZED_PAYLOAD)
@@ -162,6 +174,9 @@ class _Shard:
             self.skipped.append((member.name, member.reason or "stray member"))
             return
         assert member.key is not None and member.data is not None
+        if self.subset is not None and not _holds(self.subset, int(member.key[3:])):
+            self.outside_subset += member.kind == "json"  # not read further, not written
+            return
         seen = self.jpegs if member.kind == "jpg" else self.jsons
         if member.key in seen:
             self.bad(member.name, f"duplicate member (also {seen[member.key].member})", member.key)
@@ -226,6 +241,11 @@ class _Shard:
         return sorted(order, key=lambda k: jsons[k].ann.image_id)
 
 
+def _holds(ids: np.ndarray, image_id: int) -> bool:
+    k = int(np.searchsorted(ids, image_id))
+    return k < len(ids) and int(ids[k]) == image_id
+
+
 def _fill_part(
     tar_path: str,
     name: str,
@@ -233,10 +253,11 @@ def _fill_part(
     progress: Callable[[int], None] | None,
     image_longest: int | None,
     on_error: str,
+    subset: np.ndarray | None,
 ) -> PartResult:
     shard = tar_path.rstrip("/").rsplit("/", 1)[-1]
     source = {"file": shard, **source_identity(tar_path)}  # before reading: what was packed
-    collected = _Shard(shard, tmp, on_error, image_longest)
+    collected = _Shard(shard, tmp, on_error, image_longest, subset)
     damage: TarDamage | None = None
     syncer = _Syncer()
     try:
@@ -277,6 +298,8 @@ def _fill_part(
     }
     if damage is not None:
         entry["damage"] = [damage.member, damage.reason]
+    if subset is not None:
+        entry["outside_subset"] = collected.outside_subset
     ids = images.column("image_id").to_numpy()  # the tables are in image-id order
     if len(ids):
         entry["image_ids"] = [int(ids[0]), int(ids[-1])]

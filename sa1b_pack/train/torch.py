@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import weakref
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -55,7 +56,9 @@ class SA1BDataset(Dataset):
     same options). ``recipe`` (default ``Recipe()``) says what a sample is; keywords named
     like its fields (``image_size``, ``max_masks``, ``min_area``, ``seed``...) override them, so
     ``SA1BDataset(root, image_size=1024, max_masks=64)`` needs no Recipe. ``float_image``:
-    images as float32 in [0, 1] instead of uint8.
+    images as float32 in [0, 1] instead of uint8. ``image_ids``: train on a named subset
+    only (image ids or ``sa_<N>.jpg`` names, or a text file of them, one per line, as
+    EdgeSAM ships its 1 % list); KeyError if the store lacks some of them.
 
     Images with no mask passing the filters are skipped when the dataset is built, so
     ``len(ds)`` counts only usable images. Mask draws depend on (seed, epoch, image): call
@@ -69,6 +72,7 @@ class SA1BDataset(Dataset):
         recipe: Recipe | None = None,
         *,
         float_image: bool = False,
+        image_ids: str | os.PathLike | Iterable[int | str] | None = None,
         **recipe_fields: Any,
     ) -> None:
         if recipe is not None and not isinstance(recipe, Recipe):
@@ -84,6 +88,8 @@ class SA1BDataset(Dataset):
         self.float_image = float_image
         self.epoch = 0
         self.index = eligible_images(self.store, self.recipe)
+        if image_ids is not None:  # a named subset, composed with the quality filters
+            self.index = np.intersect1d(self.index, self.store.subset(image_ids))
         self._spill: _Spill | None = None
         size = self.recipe.image_size
         if self.store.image_longest == size:

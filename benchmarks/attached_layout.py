@@ -75,11 +75,16 @@ def write_layouts(data: np.ndarray, root: str, fs=None) -> dict[str, str]:
     return paths
 
 
-def disk_bytes(path: str) -> tuple[int, int]:
-    """(file bytes, bytes on disk) of a file or a folder."""
-    files = (
+def files_of(path: str) -> list[Path]:
+    """The file, or every file of a folder."""
+    return (
         [Path(path)] if os.path.isfile(path) else [p for p in Path(path).rglob("*") if p.is_file()]
     )
+
+
+def disk_bytes(path: str) -> tuple[int, int]:
+    """(file bytes, bytes on disk) of a file or a folder."""
+    files = files_of(path)
     return sum(p.stat().st_size for p in files), sum(p.stat().st_blocks * 512 for p in files)
 
 
@@ -178,6 +183,18 @@ def check_equal(readers: dict, data: np.ndarray, order: list[int]) -> None:
             assert np.array_equal(buf, data[i]), name
 
 
+def reading(warm: dict, cold: dict, remote: dict) -> str:
+    """The conclusion, computed from the medians: each case against the fastest raw read."""
+
+    def against_raw(times: dict) -> str:
+        raw = min((n for n in times if n.startswith("raw")), key=lambda n: h.p50(times[n]))
+        rest = ", ".join(f"{n} {h.x(h.ratio(times[n], times[raw]))}" for n in times if n != raw)
+        return f"fastest raw read: {raw} ({h.p50(times[raw]) * 1e3:.2f} ms); others: {rest}"
+
+    return "; ".join(f"{what}: {against_raw(t)}" for what, t in
+                     (("warm", warm), ("cold", cold), ("loopback S3", remote)))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=64)
@@ -201,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_layouts(data, tmp)
         readers = local_readers(paths, args.images)
         check_equal(readers, data, order)
-        files = {name: [p for p in ([Path(path)] if os.path.isfile(path) else
-                 Path(path).rglob("*")) if p.is_file()] for name, path in paths.items()}  # fmt: skip
+        files = {name: files_of(path) for name, path in paths.items()}
         files[f"{RAW} + MADV_WILLNEED"] = files[RAW]
         paths[f"{RAW} + MADV_WILLNEED"] = paths[RAW]
         measure(readers, list(range(args.images)))  # warm: every image in the page cache
@@ -252,17 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.stop()
     print(f"# {args.images} images x {mib:.0f} MiB ({SHAPE} {DTYPE}); {args.reads} random "
-          f"reads warm and on S3, {args.cold_reads} cold; layouts interleaved per read")  # fmt: skip
+          f"reads warm and on S3, {args.cold_reads} cold; interleaved per read")  # fmt: skip
     print(h.text_table(rows))
-    warm_best = min((n for n in warm if n.startswith("zarr")), key=lambda n: h.p50(warm[n]))
-    print(
-        f"\nreading: warm, the raw file reads an image in {h.p50(warm['raw fixed-stride file']) * 1e3:.2f} ms, "
-        f"{h.x(h.ratio(warm[warm_best], warm['raw fixed-stride file']))} faster than the fastest zarr "
-        f"layout ({warm_best}); cold, zarr/raw = "
-        + ", ".join(f"{h.x(h.ratio(cold[n], cold['raw fixed-stride file']))} ({n})" for n in cold if n.startswith("zarr"))
-        + "; on loopback S3, zarr/raw = "
-        + ", ".join(f"{h.x(h.ratio(remote[n], remote['raw fixed-stride file']))} ({n})" for n in remote if n.startswith("zarr"))
-    )  # fmt: skip
+    print("\nreading: " + reading(warm, cold, remote))
     name = f"attached_layout-{'smoke-' * args.smoke}{h.run_name()}.json"
     print(f"results: {h.write_json(args.results / name, {'environment': env, 'rows': rows})}")
     return 0

@@ -265,6 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             rel = h.x(h.ratio(remote[name], remote[RAW]))
             rows.append(h.latency(f"loopback S3: {name}", remote[name], f"{rel} raw",
                                   f"{req:.2f} requests, {nb / 1e6:.2f} MB per read"))  # fmt: skip
+        for mib in (4, 32, 128):  # the server's own cost: does a range cost its object's size?
+            fs.pipe_file(f"bench/size-{mib}", bytes(mib << 20))
+            key, n = f"bench/size-{mib}", len(order) // 4 or 1
+            t = h.per_call(lambda _, k=key: fs.cat_file(k, start=1 << 20, end=3 << 20), range(n))
+            rows.append(h.latency(f"loopback S3: 2 MiB range of a {mib} MiB object", t,
+                                  what="is a range priced by its object?"))  # fmt: skip
     finally:
         server.stop()
     print(f"# {args.images} images x {mib:.0f} MiB ({SHAPE} {DTYPE}); {args.reads} random "

@@ -19,7 +19,7 @@ import os
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +162,23 @@ def detach(store: str | os.PathLike | Store | Storage, name: str) -> list[str]:
         for shard, entry in manifest["shards"].items():
             storage.drop_unlisted_files(shard, entry)
     return sorted(held)
+
+
+def attached_specs(store: Store, names: Iterable[str]) -> dict[str, tuple[np.dtype, tuple]]:
+    """dtype and shape of each named attached array; ValueError unless every shard of the
+    store holds it (a shard packed after the attach needs the attach run again)."""
+    known = store.manifest.get("attached", {})
+    out = {}
+    for name in names:
+        lacking = [s for s in store.shards if name not in
+                   store.manifest["shards"][s].get("attached", {})]  # fmt: skip
+        if name not in known or lacking:
+            have = ", ".join(sorted(known)) or "none"
+            raise ValueError(f"{store.root}: array {name!r} is not attached to every shard "
+                             f"(attached: {have}; lacking it: {lacking[:5]}); run sa1b-pack "
+                             "attach")  # fmt: skip
+        out[name] = (np.dtype(known[name]["dtype"]), tuple(known[name]["shape"]))
+    return out
 
 
 def _storage(store: str | os.PathLike | Store | Storage) -> Storage:

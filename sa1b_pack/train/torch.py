@@ -17,12 +17,14 @@ import logging
 import os
 import tempfile
 import weakref
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..store.attach import attached_specs
 from ..store.reader import Store, open_store
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler
@@ -55,7 +57,9 @@ class SA1BDataset(Dataset):
     same options). ``recipe`` (default ``Recipe()``) says what a sample is; keywords named
     like its fields (``image_size``, ``max_masks``, ``min_area``, ``seed``...) override them, so
     ``SA1BDataset(root, image_size=1024, max_masks=64)`` needs no Recipe. ``float_image``:
-    images as float32 in [0, 1] instead of uint8.
+    images as float32 in [0, 1] instead of uint8. ``attached=["teacher"]``: each sample also
+    carries the arrays attached under those names (``sa1b-pack attach``) as tensors of their
+    dtype and shape, with ``"<name>_present"`` False where the image had none (zeros).
 
     Images with no mask passing the filters are skipped when the dataset is built, so
     ``len(ds)`` counts only usable images. Mask draws depend on (seed, epoch, image): call
@@ -69,6 +73,7 @@ class SA1BDataset(Dataset):
         recipe: Recipe | None = None,
         *,
         float_image: bool = False,
+        attached: Sequence[str] = (),
         **recipe_fields: Any,
     ) -> None:
         if recipe is not None and not isinstance(recipe, Recipe):
@@ -82,6 +87,9 @@ class SA1BDataset(Dataset):
         self.root = self.store.root
         self.recipe = dataclasses.replace(recipe or Recipe(), **recipe_fields)
         self.float_image = float_image
+        self.attached = attached_specs(self.store, attached)
+        if clash := [n for n in attached if n in BATCH_KEYS or n.endswith("_present")]:
+            raise ValueError(f"attached arrays {clash} would replace batch keys")
         self.epoch = 0
         self.index = eligible_images(self.store, self.recipe)
         self._spill: _Spill | None = None
@@ -112,6 +120,12 @@ class SA1BDataset(Dataset):
         image = torch.from_numpy(sample["image"]).permute(2, 0, 1)
         if self.float_image:
             image = image.float().div_(255.0)
+        extra = {}
+        if self.attached:
+            s = self.store[int(self.index[i])]
+            for name in self.attached:
+                extra[name] = torch.from_numpy(s.attached(name).copy())
+                extra[f"{name}_present"] = torch.tensor(s.attached_present(name))
         return {
             "image": image,
             "masks": torch.from_numpy(sample["masks"]),
@@ -123,6 +137,7 @@ class SA1BDataset(Dataset):
             "image_id": sample["image_id"],
             "orig_size": torch.tensor(sample["orig_size"]),
             "input_size": torch.tensor(sample["input_size"]),
+            **extra,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -270,12 +285,14 @@ class SA1BLoader:
 
 
 PER_MASK = ("boxes", "points", "predicted_iou", "stability_score", "mask_ids")
+BATCH_KEYS = ("image", "masks", "mask_valid", *PER_MASK, "image_id", "orig_size", "input_size")
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack a batch, padding masks and per-mask fields to the batch's largest K.
 
     ``mask_valid`` (B, K) marks real masks; padded masks are all False, padded numbers 0.
+    Attached arrays are stacked: (B, *shape).
     """
     size = batch[0]["masks"].shape[1:]
     k = max(len(s["masks"]) for s in batch)
@@ -297,4 +314,6 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     out["image_id"] = torch.tensor([s["image_id"] for s in batch], dtype=torch.int64)
     out["orig_size"] = torch.stack([s["orig_size"] for s in batch])
     out["input_size"] = torch.stack([s["input_size"] for s in batch])
+    for key in batch[0].keys() - out.keys():  # attached arrays and their presence flags
+        out[key] = torch.stack([s[key] for s in batch])
     return out

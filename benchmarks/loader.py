@@ -1,24 +1,43 @@
 """SA1BDataset through a DataLoader (0 workers, 2 fork, 2 spawn; full-size and pre-resized
-store) against the floor: decode + resize of the same images alone."""
+store) against the floor: decode + resize of the same images alone; and what a 2 MiB teacher
+embedding attached to every image (distillation) adds per sample."""
 
 from __future__ import annotations
 
 import gc
 import os
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
-from harness import Ctx, Result, pack_store, question, ratio, row, side_by_side, spread, x
+from harness import Ctx, Result, p50, pack_store, question, ratio, row, side_by_side, spread, x
 from torch.utils.data import DataLoader, Subset
 
 from sa1b_pack.codec.jpeg import decode_image
+from sa1b_pack.store.attach import attach
 from sa1b_pack.torch import SA1BDataset, SA1BLoader, collate
 
 PRE = "pre-resized, W=0"
+TEACHER = (256, 64, 64)  # SAM ViT-H's image embedding, float16: 2 MiB per image
+T = "+ teacher 2 MiB, "
 REF = {"W=2 fork": "W=0", "W=2 spawn": "W=2 fork", PRE: "W=0", "pre-resized, W=2 fork": PRE,
        "threads=1": "W=0", "threads=2": "threads=1", "pre-resized, threads=1": PRE,
-       "pre-resized, threads=2": "pre-resized, threads=1"}  # fmt: skip
+       "pre-resized, threads=2": "pre-resized, threads=1",
+       f"{T}W=0": "W=0", f"{T}threads=2": "threads=2"}  # fmt: skip
+
+
+def with_teacher(store: Path, dst: Path) -> Path:
+    """A copy of the store (hard links: the original is untouched, attach adds new files and
+    replaces the copy's manifest) with a 2 MiB float16 array attached to every image."""
+    shutil.copytree(store, dst, copy_function=os.link)
+
+    def embedding(sample) -> np.ndarray:
+        return np.random.default_rng(sample.image_id).normal(size=TEACHER).astype(np.float16)
+
+    attach(dst, "teacher", embedding, jobs=2, progress=False)
+    return dst
 
 
 def epoch(loader: DataLoader) -> None:
@@ -51,6 +70,11 @@ def loader(ctx: Ctx) -> Result:
         for threads in sorted({1, 2, os.cpu_count() or 1}):
             loaders[f"{prefix}threads={threads}"] = SA1BLoader(data, batch, threads=threads,
                                                                sampler=positions)  # fmt: skip
+    if not ctx.full:  # on real shards: 2 MiB x every image of the store; not here
+        taught = SA1BDataset(with_teacher(ctx.store, ctx.work / "loader-teacher"),
+                             attached=["teacher"], **recipe)  # fmt: skip
+        loaders[f"{T}W=0"] = DataLoader(Subset(taught, positions), batch, collate_fn=collate)
+        loaders[f"{T}threads=2"] = SA1BLoader(taught, batch, threads=2, sampler=positions)
     first = {}
     for name, lo in loaders.items():  # untimed: starts the persistent workers
         t0 = time.perf_counter()
@@ -74,6 +98,11 @@ def loader(ctx: Ctx) -> Result:
             for name, t in sec.items()]  # fmt: skip
     me = psutil.Process()
     workers = sum(c.memory_info().rss for c in me.children(recursive=True))
+    for name in (n for n in sec if n.startswith(T)):
+        base = REF[name]
+        added = [1e3 * (a - b) / n for a, b in zip(sec[name], sec[base], strict=True)]
+        rows.append(row(f"added by the teacher array, {base}", added, "ms/sample",
+                        what=f"per round: ({name}) - ({base}), per sample"))  # fmt: skip
     rows += [row("RSS, this process (main + loader threads)", [me.memory_info().rss / 1e6], "MB",
                  what="after every loader ran: threads share it"),
              row("RSS, DataLoader worker processes, summed", [workers / 1e6], "MB",
@@ -81,6 +110,7 @@ def loader(ctx: Ctx) -> Result:
     what = f"DCT-scaled decode + resize + pad into ({size},{size},3), reused"
     rel = f"W=0 takes {x(ratio(w0, fl))} its time"
     rows.append(row("floor: decode_image only", [1e3 * v / n for v in fl], "ms/sample", rel, what))
+    rows_by = {r["measure"]: r for r in rows}
     reading = [f"With 0 workers a sample takes {x(ratio(w0, fl))} the time of its decode + "
                f"resize alone; 2 fork workers give {x(ratio(w0, sec['W=2 fork']))} the "
                "samples/s of 0" + (f"; the pre-resized store {x(ratio(w0, sec[PRE]))} at 0"
@@ -88,6 +118,13 @@ def loader(ctx: Ctx) -> Result:
                f"SA1BLoader with 2 threads gives {x(ratio(sec['threads=1'], sec['threads=2']))} "
                f"1 thread and {x(ratio(sec['W=2 fork'], sec['threads=2']))} DataLoader's 2 fork "
                "workers."]  # fmt: skip
+    if f"{T}W=0" in sec:
+        reading.append(
+            f"A {TEACHER} float16 teacher array (2 MiB) per sample adds "
+            + ", ".join(f"{p50(rows_by[f'added by the teacher array, {b}']['values']):.2f} ms "
+                        f"per sample at {b} ({x(ratio(sec[f'{T}{b}'], sec[b]))} its time)"
+                        for b in ("W=0", "threads=2")) + "."
+        )  # fmt: skip
     notes = [
         f"{n} images per epoch, image {size}, up to 64 masks at {m}; {len(fl)} "
         "interleaved rounds of every loader and the floor; workers started by an untimed "
@@ -95,7 +132,8 @@ def loader(ctx: Ctx) -> Result:
     ]
     chart = [{"system": "sa1b_pack, pre-resized store" if k.startswith("pre") else "sa1b_pack",
               "workers": int(k.split("W=")[1][0]), "samples_s": n / float(np.median(t))}
-             for k, t in sec.items() if "spawn" not in k and "W=" in k]  # fmt: skip
+             for k, t in sec.items() if "spawn" not in k and "W=" in k
+             and not k.startswith(T)]  # fmt: skip
     del loaders, cases
     gc.collect()  # shuts the persistent workers down
     return Result(rows, reading, notes, {"chart": chart})

@@ -105,15 +105,39 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .store.manifest import read_manifest, summary
+    from .store.manifest import attached_summary, read_manifest, summary
     from .store.storage import storage_for
 
     storage = storage_for(args.dst)  # the manifest alone: no part is opened
-    info = summary(read_manifest(storage), storage.url)
+    manifest = read_manifest(storage)
+    info = summary(manifest, storage.url)
     width = max(len(k) for k in info)
     for key, value in info.items():
         shown = f"{value:,}" if isinstance(value, int) else value
         print(f"{key:<{width}}  {shown}")
+    for name, a in attached_summary(manifest).items():
+        shape = "x".join(map(str, a["shape"])) or "scalar"
+        line = (f"attached {name}: {a['dtype']} {shape}, {a['bytes_per_image']:,} bytes per image, "
+                f"{a['bytes']:,} bytes in {a['shards']} of {a['of_shards']} shards")  # fmt: skip
+        print(line + (f", {a['missing']:,} images without one (zeros)" if a["missing"] else ""))
+    return 0
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    from .store.attach import attach_dir
+
+    report = attach_dir(args.dst, args.name, args.source, allow_missing=args.allow_missing,
+                        jobs=args.jobs, progress=not args.quiet)  # fmt: skip
+    print(f"attached {args.name} ({report.dtype} {report.shape}) to {len(report.attached)} "
+          f"shards, {len(report.already)} had it already; {len(report.missing)} images "
+          "without an array (zeros, recorded)")  # fmt: skip
+    return 0
+
+
+def _cmd_detach(args: argparse.Namespace) -> int:
+    from .store.attach import detach
+
+    print(f"detached {args.name} from {len(detach(args.dst, args.name))} shards")
     return 0
 
 
@@ -160,6 +184,7 @@ The usual sequence:
   synth or fetch   get SA-1B-format tar shards (synthetic ones, or Meta's, from its links file)
   pack             pack the shards into a store (resumable; fetch --pack does it as they land)
   info, verify     what the store holds; check its files and masks (and against the tars)
+  attach, detach   add or remove one array per image (teacher embeddings for distillation)
   show             draw one sample with its masks to a PNG
 Run 'sa1b-pack COMMAND --help' for a command's options.
 """
@@ -170,6 +195,7 @@ examples:
   sa1b-pack fetch sa1b_links.txt /data/sa1b_tars --shards 0-99 --pack /data/sa1b --delete-tars
   sa1b-pack pack /data/sa1b_tars /data/sa1b --shards 0-99 --jobs 4 --image-longest 1024
   sa1b-pack verify /data/sa1b --source /data/sa1b_tars --sample 0.01
+  sa1b-pack attach /data/sa1b teacher --from /data/vit_h_embeddings
 """
 
 
@@ -278,6 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--jobs", type=int, default=1, help="shards checked in parallel")
     v.add_argument("--quiet", action="store_true", help="no progress bar")
     v.set_defaults(func=_cmd_verify)
+
+    a = _command(sub, "attach", "attach one array per image (e.g. teacher embeddings)")
+    a.add_argument("dst", help="store folder or URL")
+    a.add_argument("name", help="the array's name: letters, digits, _ (a batch key in training)")
+    a.add_argument("--from", dest="source", required=True, metavar="DIR",
+                   help="folder of <image_id>.npy files, one dtype and shape for all")  # fmt: skip
+    a.add_argument("--allow-missing", action="store_true",
+                   help="images without a file get zeros, recorded in the manifest")  # fmt: skip
+    a.add_argument("--jobs", type=int, default=1, help="threads reading the files")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_cmd_attach)
+
+    d = _command(sub, "detach", "remove an attached array and its files")
+    d.add_argument("dst", help="store folder or URL")
+    d.add_argument("name", help="the attached array's name")
+    d.set_defaults(func=_cmd_detach)
 
     v = _command(sub, "show", "render one image with its largest masks as a PNG")
     v.add_argument("dst", help="store folder")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .faults import crash_point
-from .format import PART_FILES
+from .format import part_files
 
 if TYPE_CHECKING:
     from .storage import ObjectStorage
@@ -66,7 +66,13 @@ def _flock(path: Path) -> Iterator[None]:
 
 
 def _part_bytes(entry: dict[str, Any]) -> int:
-    return sum(entry["files"][f]["bytes"] for f in PART_FILES)
+    return sum(entry["files"][f]["bytes"] for f in part_files(entry))
+
+
+def _complete(folder: Path, entry: dict[str, Any]) -> bool:
+    """Every file of the part's entry is in the folder (arrays attached since it was cached
+    are not)."""
+    return all((folder / a["file"]).is_file() for a in entry.get("attached", {}).values())
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -76,7 +82,7 @@ def _folder_bytes(folder: Path) -> int:
             return int(reserved.read_text())
         except ValueError:
             pass
-    return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 class PartCache:
@@ -111,12 +117,13 @@ class PartCache:
         base = self._store_dir(storage)
         part = entry.get("path", name).rstrip("/").rsplit("/", 1)[-1]
         final = base / part
-        if final.is_dir():
+        if final.is_dir() and _complete(final, entry):
             os.utime(final)  # most recently used
             self.stats.hits += 1
             return final
         with _flock(base / f"{part}.lock"):
             if final.is_dir():  # another process downloaded it while we waited
+                self._add_attached(storage, name, entry, final)
                 os.utime(final)
                 self.stats.hits += 1
                 return final
@@ -169,11 +176,36 @@ class PartCache:
             (tmp / RESERVED).write_text(str(size))
         return tmp
 
+    def _add_attached(
+        self, storage: ObjectStorage, name: str, entry: dict[str, Any], final: Path
+    ) -> None:
+        """Arrays attached to a part after it was cached: each downloaded beside the part's
+        files, to a temp name renamed when complete (called under the part's lock). They
+        are not counted against the cache before the part's next download."""
+        missing = [f for f in part_files(entry) if not (final / f).is_file()]
+        if not missing:
+            return
+        tmp = final / f"{TMP}attached-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            self._download(storage, name, entry, tmp, missing)
+            for f in missing:
+                (final / f).parent.mkdir(exist_ok=True)
+                os.rename(tmp / f, final / f)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def _download(
-        self, storage: ObjectStorage, name: str, entry: dict[str, Any], tmp: Path
+        self,
+        storage: ObjectStorage,
+        name: str,
+        entry: dict[str, Any],
+        tmp: Path,
+        files: list[str] | None = None,
     ) -> None:
         remote = storage.part_path(name, entry)
-        for f in PART_FILES:
+        for f in files or part_files(entry):
+            (tmp / f).parent.mkdir(exist_ok=True)
             storage.fs.get_file(f"{remote}/{f}", str(tmp / f))
             crash_point("cache-file")
             size = (tmp / f).stat().st_size

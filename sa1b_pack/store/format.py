@@ -10,10 +10,13 @@ A store is a folder (or an object-storage prefix, see storage.py)::
     parts/sa_000000/jpeg.bin          # JPEG members' bytes as-is, addressed by images.jpeg_*
     parts/sa_000000/counts.bin        # masks' COCO counts strings as-is, by annotations.counts_*
     parts/sa_000000/resized.bin       # pre-resized JPEGs if packed with --image-longest
+    parts/sa_000000/attached/<name>-<id>.bin  # arrays attached after packing (attach.py): one
+                                      #   fixed-size row per image, in the part's image order
 
 The columns of both tables are listed once, in ``source/columns.py``. A shard exists for
 readers only once it is listed in the manifest, which is replaced atomically after its part
-is complete. This module imports nothing heavy: the manifest-only commands load it.
+is complete; an attached array exists for a part once its manifest entry lists it. This
+module imports nothing heavy: the manifest-only commands load it.
 """
 
 from __future__ import annotations
@@ -52,5 +55,17 @@ PAYLOAD_SPANS = (
     (RESIZED_PAYLOAD, "images", "resized_offset", "resized_size"),
     (COUNTS_PAYLOAD, "annotations", "counts_offset", "counts_size"),
 )
+
+# Attached arrays: the manifest's top level says what each name holds
+# ({"dtype": "<f2", "shape": [256, 64, 64]}); a part's entry lists its file under
+# "attached" (with the image ids that had no array, zero-filled) and under "files" (sha256).
+ATTACHED_DIR = "attached"
+ATTACHED_NAME = r"[A-Za-z][A-Za-z0-9_]{0,63}"  # a Python identifier: a dict key, a file name
+
+
+def part_files(entry: dict) -> tuple[str, ...]:
+    """Every file of a committed part: the packed ones, then its attached arrays'."""
+    return (*PART_FILES, *(a["file"] for a in entry.get("attached", {}).values()))
+
 
 RESIZED_QUALITY = 90  # JPEG quality of the pre-resized copies (pack --image-longest)

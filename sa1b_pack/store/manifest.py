@@ -16,7 +16,7 @@ import fsspec
 import orjson
 
 from .errors import StoreError
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, PART_FILES, RESIZED_QUALITY
+from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RESIZED_QUALITY, part_files
 from .storage import Storage, storage_for
 
 __all__ = ["StoreError", "empty_manifest", "file_digest", "read_manifest", "write_manifest"]
@@ -75,10 +75,11 @@ def file_digest(path: str | os.PathLike, fs: fsspec.AbstractFileSystem | None = 
 
 def check_files(storage: Storage, name: str, entry: dict[str, Any]) -> list[str]:
     """Problems of a committed part's files against its manifest entry: listed, present, of
-    the listed size and sha256. Empty if the part's files are exactly what was committed."""
+    the listed size and sha256 (attached arrays too). Empty if the part's files are exactly
+    what was committed."""
     folder = storage.part_path(name, entry)
     problems = []
-    for f in PART_FILES:
+    for f in part_files(entry):
         path = f"{folder}/{f}"
         want = entry["files"].get(f)
         if want is None:
@@ -140,3 +141,22 @@ def summary(manifest: dict[str, Any], url: str) -> dict[str, Any]:
 
 def _subset_name(subset: dict[str, Any] | None) -> str | None:
     return f"{subset['file']} ({subset['images']:,} ids)" if subset else None
+
+
+def attached_summary(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per attached name: dtype, shape, bytes per image and in all, shards holding it (a
+    shard packed after the attach has none until attach runs again), images without one."""
+    out = {}
+    entries = [manifest["shards"][n] for n in shard_names(manifest)]
+    for name, spec in sorted(manifest.get("attached", {}).items()):
+        have = [e for e in entries if name in e.get("attached", {})]
+        out[name] = {
+            "dtype": spec["dtype"],
+            "shape": tuple(spec["shape"]),
+            "bytes_per_image": spec["nbytes"],
+            "bytes": sum(e["files"][e["attached"][name]["file"]]["bytes"] for e in have),
+            "shards": len(have),
+            "of_shards": len(entries),
+            "missing": sum(len(e["attached"][name]["missing"]) for e in have),
+        }
+    return out

@@ -4,7 +4,8 @@ memory-mapped one.
 A part hands out per-image columns whole (``images``), per-mask columns whole
 (``mask_column``, for filters over a shard) or for a row range (``mask_slice``, one sample's
 masks; ``mask_points`` for the ragged prompt points: offsets of the rows into the points),
-payload byte ranges (``payload``) and COCO strings (``strings``). ``Sample``, the
+payload byte ranges (``payload``), COCO strings (``strings``) and one image's row of an
+attached array (``attached``, store/attach.py). ``Sample``, the
 training index and ``verify`` are written once against this; ``ranged.RangePart`` implements
 it with byte-range requests on object storage. Numeric columns are numpy arrays, strings
 Arrow arrays, and the ragged ``point_coords`` an (offsets, (n, 2) values) pair.
@@ -41,6 +42,7 @@ Columns = Mapping[str, Any]
 
 class Part(Protocol):
     name: str
+    entry: dict[str, Any]  # the part's manifest entry
     images: Columns  # every per-image column, whole
 
     def mask_column(self, name: str) -> np.ndarray: ...
@@ -52,6 +54,19 @@ class Part(Protocol):
     def payload(self, file: str, start: int, size: int) -> np.ndarray: ...
 
     def strings(self, offsets: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def attached(self, name: str, local: int) -> np.ndarray: ...
+
+
+def attached_spec(where: str, entry: dict[str, Any], name: str) -> tuple[str, np.dtype, tuple]:
+    """(file, dtype, per-image shape) of an array attached to a part; StoreError if the part
+    has none of that name."""
+    spec = entry.get("attached", {}).get(name)
+    if spec is None:
+        have = ", ".join(sorted(entry.get("attached", {}))) or "none"
+        raise StoreError(f"{where}: no attached array {name!r} (attached: {have}); "
+                         "attach it (sa1b-pack attach) to every shard first")  # fmt: skip
+    return spec["file"], np.dtype(spec["dtype"]), tuple(spec["shape"])
 
 
 def _array(table: pa.Table, name: str) -> pa.Array:
@@ -166,7 +181,8 @@ class MappedPart:
     """A part in a local folder: tables and payloads memory-mapped, columns as views."""
 
     def __init__(self, folder: Path, name: str, entry: dict[str, Any]) -> None:
-        self.name = name
+        self.name, self.entry, self.folder = name, entry, folder
+        self._attached: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # name -> (bytes, rows)
         files = {"images": IMAGES_ARROW, "annotations": ANNOTATIONS_ARROW}
         tables = {t: _read_arrow(folder / files[t], columns) for t, columns in TABLES.items()}
         if (tables["images"].num_rows, tables["annotations"].num_rows) != (
@@ -197,3 +213,17 @@ class MappedPart:
 
     def strings(self, offsets: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.asarray(self._payloads[COUNTS_PAYLOAD]), offsets
+
+    def attached(self, name: str, local: int) -> np.ndarray:
+        mapped = self._attached.get(name)
+        if mapped is None:  # mapped on first use: (images, *shape), read-only
+            file, dtype, shape = attached_spec(self.name, self.entry, name)
+            size = self.entry["files"][file]["bytes"]
+            if size != self.entry["images"] * dtype.itemsize * int(np.prod(shape)):
+                raise StoreError(f"{self.name}: {file}: {size} bytes, not one row per image")
+            data = _payload(self.folder / file, size)
+            mapped = self._attached[name] = (data, data.view(dtype).reshape(-1, *shape))
+        data, rows = mapped
+        row = rows[local]
+        prefetch(data, local * row.nbytes, row.nbytes)
+        return row

@@ -2,8 +2,8 @@
 
 The images table is fetched once per part (it is small); a sample's mask rows come from the
 annotations Parquet one row group at a time (~80 SA-1B images each, a few cached); a JPEG is
-one range request and a sample's COCO strings one more. Requests are counted in the store's
-``storage.stats``.
+one range request, a sample's COCO strings one more, its row of an attached array one more.
+Requests are counted in the store's ``storage.stats``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS
 from .format import ANNOTATIONS_PARQUET, COUNTS_PAYLOAD, IMAGES_PARQUET
-from .parts import Columns, column_values, table_columns
+from .parts import Columns, attached_spec, column_values, table_columns
 
 if TYPE_CHECKING:
     from .storage import ObjectStorage
@@ -66,7 +66,8 @@ class RangePart:
     """A part on object storage: the images table in memory, everything else by range."""
 
     def __init__(self, storage: ObjectStorage, name: str, entry: dict[str, Any]) -> None:
-        self.storage, self.name, self._entry = storage, name, entry
+        self.storage, self.name, self.entry = storage, name, entry
+        self._entry = entry
         self.folder = storage.part_path(name, entry)
         self.images = table_columns(self._parquet(IMAGES_PARQUET).read(), IMAGE_COLUMNS)
         self._groups: OrderedDict[int, pa.Table] = OrderedDict()
@@ -135,3 +136,9 @@ class RangePart:
         first = int(offsets.min())
         end = int((offsets + np.asarray(sizes, np.int64)).max())
         return self.payload(COUNTS_PAYLOAD, first, end - first), offsets - first
+
+    def attached(self, name: str, local: int) -> np.ndarray:
+        file, dtype, shape = attached_spec(self.name, self._entry, name)
+        size = dtype.itemsize * int(np.prod(shape))
+        row = self.payload(file, local * size, size)
+        return row.view(dtype).reshape(shape)

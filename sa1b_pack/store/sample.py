@@ -7,6 +7,7 @@ local parts and byte-range parts on object storage.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from ..source.annotation import build_document
 from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS
 from .errors import StoreError
 from .format import JPEG_PAYLOAD, RESIZED_PAYLOAD
-from .parts import Part
+from .parts import Part, attached_spec
 
 Indices = Sequence[int] | np.ndarray | None
 
@@ -85,6 +86,19 @@ class Sample:
     def image(self) -> np.ndarray:
         """(H, W, 3) uint8 RGB, decoded by libjpeg-turbo."""
         return simplejpeg.decode_jpeg(self.jpeg, colorspace="RGB")
+
+    def attached(self, name: str) -> np.ndarray:
+        """This image's row of the array attached as ``name`` (``sa1b-pack attach``): a
+        read-only view, dtype and shape as attached; zeros if the image had none (see
+        ``attached_present``). StoreError if the shard has no such array."""
+        return self._part.attached(name, self.local)
+
+    def attached_present(self, name: str) -> bool:
+        """False if the image had no array when ``name`` was attached (--allow-missing)."""
+        attached_spec(self.shard, self._part.entry, name)  # StoreError if there is none
+        missing = self._part.entry["attached"][name]["missing"]  # sorted image ids
+        k = bisect.bisect_left(missing, self.image_id)
+        return k == len(missing) or missing[k] != self.image_id
 
     @property
     def ids(self) -> np.ndarray:

@@ -33,7 +33,15 @@ import fsspec
 from .cache import PartCache
 from .errors import StoreError
 from .faults import crash_point
-from .format import LOCK_FILE, MANIFEST, MANIFESTS_DIR, PART_FILES, PARTS_DIR
+from .format import (
+    ATTACHED_DIR,
+    LOCK_FILE,
+    MANIFEST,
+    MANIFESTS_DIR,
+    PART_FILES,
+    PARTS_DIR,
+    part_files,
+)
 
 
 def storage_for(root: str | os.PathLike | Storage, cache: PartCache | None = None) -> Storage:
@@ -116,6 +124,26 @@ class Storage:
         """The part-reading protocol (parts.py) over this backend."""
         raise NotImplementedError
 
+    def add_file(self, name: str, entry: dict[str, Any], file: str) -> Any:
+        """Context yielding a local path to write a new file of a committed part into; on a
+        clean exit the file is durable at ``file`` (relative to the part) and waits for the
+        manifest to list it. ``file`` must be a new name: nothing is ever overwritten."""
+        raise NotImplementedError
+
+    def drop_unlisted_files(self, name: str, entry: dict[str, Any]) -> None:
+        """Remove the part's attached files its entry does not list: what a killed attach
+        left, or what a detach or re-attach replaced (the caller holds the writer lock)."""
+        folder = f"{self.part_path(name, entry)}/{ATTACHED_DIR}"
+        listed = set(part_files(entry))
+        self.fs.invalidate_cache(folder)
+        try:
+            found = self.fs.ls(folder, detail=False)
+        except FileNotFoundError:
+            return
+        for path in found:
+            if f"{ATTACHED_DIR}/{path.rstrip('/').rsplit('/', 1)[-1]}" not in listed:
+                self.fs.rm(path, recursive=True)
+
     def predownload(self, parts: list[tuple[str, dict[str, Any]]]) -> None:
         """Fetch these parts ahead of their first use, in order, where that helps (a store
         on object storage with a cache); otherwise nothing."""
@@ -187,10 +215,30 @@ class LocalStorage(Storage):
             folder = Path(self.part_path(name, entry))
             return all(
                 (folder / f).is_file() and (folder / f).stat().st_size == entry["files"][f]["bytes"]
-                for f in PART_FILES
+                for f in part_files(entry)
             )
 
         return sorted(name for name, entry in shards.items() if not intact(name, entry))
+
+    @contextmanager
+    def add_file(self, name: str, entry: dict[str, Any], file: str) -> Iterator[Path]:
+        final = Path(self.part_path(name, entry)) / file
+        if not final.parent.is_dir():
+            final.parent.mkdir()
+            fsync_dir(final.parent.parent)
+        tmp = final.with_name(f".tmp-{final.name}")  # same folder: the rename is atomic
+        try:
+            yield tmp
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            crash_point("attach-written")
+            os.rename(tmp, final)
+            fsync_dir(final.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def drop_unlisted(self, shards: dict[str, dict[str, Any]]) -> None:
         parts = self.root / PARTS_DIR
@@ -245,6 +293,14 @@ class ObjectStorage(Storage):
         for f in PART_FILES:
             self.fs.put_file(str(folder / f), f"{self.base}/{prefix}/{f}")
         return {"path": prefix}
+
+    @contextmanager
+    def add_file(self, name: str, entry: dict[str, Any], file: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix=f"sa1b-{name}-") as scratch:
+            local = Path(scratch) / "file"
+            yield local
+            crash_point("attach-written")
+            self.fs.put_file(str(local), f"{self.part_path(name, entry)}/{file}")
 
     def drop_unlisted(self, shards: dict[str, dict[str, Any]]) -> None:
         listed = {entry["path"] for entry in shards.values()}

@@ -63,7 +63,8 @@ def verify_shard(
 ) -> list[str]:
     """Problems of one shard; stops at the first layer that fails (files, then contents)."""
     store = Store(root)
-    problems = check_files(store.storage, name, store.manifest["shards"][name])
+    entry = store.manifest["shards"][name]
+    problems = check_files(store.storage, name, entry) or _check_attached(store, name, entry)
     if problems:
         return problems
     try:
@@ -73,6 +74,20 @@ def verify_shard(
         return [f"{name}: {exc}"]
     if not problems and source is not None:
         problems = _check_source(store, p, os.fspath(source), sample)
+    return problems
+
+
+def _check_attached(store: Store, name: str, entry: dict) -> list[str]:
+    """Each attached array's file: one row per image, of the dtype and shape the store says."""
+    problems = []
+    for array, record in entry.get("attached", {}).items():
+        spec = store.manifest.get("attached", {}).get(array, {})
+        if (record["dtype"], record["shape"]) != (spec.get("dtype"), spec.get("shape")):
+            problems.append(f"{name}: {record['file']}: {record['dtype']} {record['shape']}, "
+                            f"the store says {spec.get('dtype')} {spec.get('shape')}")  # fmt: skip
+        row = np.dtype(record["dtype"]).itemsize * int(np.prod(record["shape"]))
+        if entry["files"][record["file"]]["bytes"] != entry["images"] * row:
+            problems.append(f"{name}: {record['file']}: not {entry['images']} rows of {row} bytes")
     return problems
 
 

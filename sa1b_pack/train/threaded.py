@@ -25,6 +25,19 @@ import numpy as np
 
 from .recipe import Recipe, training_sample
 
+KEYS = (
+    "image",
+    "masks",
+    "mask_valid",
+    "boxes",
+    "points",
+    "predicted_iou",
+    "stability_score",
+    "mask_ids",
+    "image_id",
+    "orig_size",
+    "input_size",
+)  # a batch's keys: collate's too
 PER_MASK = {  # field -> (dtype, trailing shape)
     "boxes": (np.float32, (4,)),
     "points": (np.float32, (2,)),
@@ -34,6 +47,9 @@ PER_MASK = {  # field -> (dtype, trailing shape)
 }
 
 
+Attached = dict[str, tuple[np.dtype, tuple[int, ...]]]  # name -> (dtype, per-image shape)
+
+
 class SampleError(RuntimeError):
     """A sample failed in a loader thread; says which (dataset index and image id)."""
 
@@ -41,7 +57,9 @@ class SampleError(RuntimeError):
 class BatchBuffer:
     """One batch's arrays, allocated once and refilled; ``capacity`` masks per sample."""
 
-    def __init__(self, batch_size: int, recipe: Recipe, capacity: int) -> None:
+    def __init__(
+        self, batch_size: int, recipe: Recipe, capacity: int, attached: Attached | None = None
+    ) -> None:
         s, m = recipe.image_size, recipe.mask_size
         self.capacity = capacity
         self.image = np.zeros((batch_size, s, s, 3), np.uint8)
@@ -53,6 +71,9 @@ class BatchBuffer:
         self.orig_size = np.zeros((batch_size, 2), np.int64)
         self.input_size = np.zeros((batch_size, 2), np.int64)
         self.counts = np.zeros(batch_size, np.int64)
+        self.attached = {n: np.zeros((batch_size, *shape), dtype)
+                         for n, (dtype, shape) in (attached or {}).items()}  # fmt: skip
+        self.present = {f"{n}_present": np.zeros(batch_size, np.bool_) for n in self.attached}
 
     def fill(self, slot: int, store: Any, index: int, recipe: Recipe, epoch: int) -> None:
         """Sample ``index`` into slot ``slot``: image and masks decoded in place."""
@@ -67,6 +88,11 @@ class BatchBuffer:
         self.image_id[slot] = out["image_id"]
         self.orig_size[slot] = out["orig_size"]
         self.input_size[slot] = out["input_size"]
+        if self.attached:
+            sample = store[index]
+            for name, rows in self.attached.items():
+                np.copyto(rows[slot], sample.attached(name))
+                self.present[f"{name}_present"][slot] = sample.attached_present(name)
 
     def batch(self, n: int) -> dict[str, np.ndarray]:
         """Views of the first ``n`` slots, padded to the batch's largest mask count with
@@ -82,7 +108,8 @@ class BatchBuffer:
         return {"image": self.image[:n], "masks": masks, "mask_valid": valid,
                 **{f: v[:n, :k] for f, v in self.fields.items()},
                 "image_id": self.image_id[:n], "orig_size": self.orig_size[:n],
-                "input_size": self.input_size[:n]}  # fmt: skip
+                "input_size": self.input_size[:n],
+                **{k: v[:n] for k, v in (self.attached | self.present).items()}}  # fmt: skip
 
 
 def batches_of(keys: Iterable[Any], batch_size: int, drop_last: bool) -> Iterator[list[Any]]:
@@ -116,7 +143,8 @@ def threaded_batches(
     that batch: the sampler's state exactly after it, however far the threads run ahead."""
     recipe: Recipe = dataset.recipe
     capacity = recipe.max_masks if recipe.mask_sampling != "all" else 1
-    ring = [BatchBuffer(batch_size, recipe, capacity) for _ in range(2 * prefetch)]
+    attached = getattr(dataset, "attached", None)
+    ring = [BatchBuffer(batch_size, recipe, capacity, attached) for _ in range(2 * prefetch)]
     pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sa1b-loader")
     in_flight: deque[tuple[int, list[Any], list[Future], Any]] = deque()
     order = batches_of(keys, batch_size, drop_last)
@@ -183,7 +211,8 @@ def _finish(ring: list[BatchBuffer], job: tuple, dataset: Any) -> tuple[dict, An
 
 def _grown(ring: list[BatchBuffer], number: int, old: BatchBuffer, need: int, dataset: Any):
     """A buffer with room for ``need`` masks per sample holding what ``old`` holds."""
-    new = BatchBuffer(len(old.image), dataset.recipe, max(need, 2 * old.capacity))
+    new = BatchBuffer(len(old.image), dataset.recipe, max(need, 2 * old.capacity),
+                      getattr(dataset, "attached", None))  # fmt: skip
     new.image[...] = old.image
     k = old.capacity
     new.masks[:, :k] = old.masks
@@ -191,5 +220,8 @@ def _grown(ring: list[BatchBuffer], number: int, old: BatchBuffer, need: int, da
         new.fields[field][:, :k] = values
     for name in ("image_id", "orig_size", "input_size", "counts"):
         getattr(new, name)[...] = getattr(old, name)
+    for mine, theirs in ((new.attached, old.attached), (new.present, old.present)):
+        for name, values in theirs.items():
+            mine[name][...] = values
     ring[number % len(ring)] = new
     return new

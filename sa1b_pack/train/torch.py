@@ -17,13 +17,14 @@ import logging
 import os
 import tempfile
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..store.attach import attached_specs
 from ..store.reader import Store, open_store
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler
@@ -59,6 +60,9 @@ class SA1BDataset(Dataset):
     images as float32 in [0, 1] instead of uint8. ``image_ids``: train on a named subset
     only (image ids or ``sa_<N>.jpg`` names, or a text file of them, one per line, as
     EdgeSAM ships its 1 % list); KeyError if the store lacks some of them.
+    ``attached=["teacher"]``: each sample also
+    carries the arrays attached under those names (``sa1b-pack attach``) as tensors of their
+    dtype and shape, with ``"<name>_present"`` False where the image had none (zeros).
 
     Images with no mask passing the filters are skipped when the dataset is built, so
     ``len(ds)`` counts only usable images. Mask draws depend on (seed, epoch, image): call
@@ -73,6 +77,7 @@ class SA1BDataset(Dataset):
         *,
         float_image: bool = False,
         image_ids: str | os.PathLike | Iterable[int | str] | None = None,
+        attached: Sequence[str] = (),
         **recipe_fields: Any,
     ) -> None:
         if recipe is not None and not isinstance(recipe, Recipe):
@@ -86,6 +91,9 @@ class SA1BDataset(Dataset):
         self.root = self.store.root
         self.recipe = dataclasses.replace(recipe or Recipe(), **recipe_fields)
         self.float_image = float_image
+        self.attached = attached_specs(self.store, attached)
+        if clash := [n for n in attached if n in BATCH_KEYS or n.endswith("_present")]:
+            raise ValueError(f"attached arrays {clash} would replace batch keys")
         self.epoch = 0
         self.index = eligible_images(self.store, self.recipe)
         if image_ids is not None:  # a named subset, composed with the quality filters
@@ -118,6 +126,12 @@ class SA1BDataset(Dataset):
         image = torch.from_numpy(sample["image"]).permute(2, 0, 1)
         if self.float_image:
             image = image.float().div_(255.0)
+        extra = {}
+        if self.attached:
+            s = self.store[int(self.index[i])]
+            for name in self.attached:
+                extra[name] = torch.from_numpy(s.attached(name).copy())
+                extra[f"{name}_present"] = torch.tensor(s.attached_present(name))
         return {
             "image": image,
             "masks": torch.from_numpy(sample["masks"]),
@@ -129,6 +143,7 @@ class SA1BDataset(Dataset):
             "image_id": sample["image_id"],
             "orig_size": torch.tensor(sample["orig_size"]),
             "input_size": torch.tensor(sample["input_size"]),
+            **extra,
         }
 
     def __getstate__(self) -> dict[str, Any]:
@@ -276,12 +291,14 @@ class SA1BLoader:
 
 
 PER_MASK = ("boxes", "points", "predicted_iou", "stability_score", "mask_ids")
+BATCH_KEYS = ("image", "masks", "mask_valid", *PER_MASK, "image_id", "orig_size", "input_size")
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack a batch, padding masks and per-mask fields to the batch's largest K.
 
     ``mask_valid`` (B, K) marks real masks; padded masks are all False, padded numbers 0.
+    Attached arrays are stacked: (B, *shape).
     """
     size = batch[0]["masks"].shape[1:]
     k = max(len(s["masks"]) for s in batch)
@@ -303,4 +320,6 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     out["image_id"] = torch.tensor([s["image_id"] for s in batch], dtype=torch.int64)
     out["orig_size"] = torch.stack([s["orig_size"] for s in batch])
     out["input_size"] = torch.stack([s["input_size"] for s in batch])
+    for key in batch[0].keys() - out.keys():  # attached arrays and their presence flags
+        out[key] = torch.stack([s[key] for s in batch])
     return out

@@ -133,3 +133,49 @@ def test_options(dataset):
     assert next(pinned)["image"].shape == (2, 3, 48, 48)
     pinned.close()
     assert not loader_threads()
+
+
+@pytest.fixture(scope="module")
+def attached_store(packed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The packed store with a (4, 8, 8) float16 array per image, every third one missing."""
+    import shutil
+
+    import numpy as np
+
+    from sa1b_pack.store.attach import attach
+
+    dst = tmp_path_factory.mktemp("attached") / "store"
+    shutil.copytree(packed_dir, dst)
+
+    def teacher(sample):
+        if sample.image_id % 3 == 0:
+            return None
+        return np.random.default_rng(sample.image_id).normal(size=(4, 8, 8)).astype(np.float16)
+
+    attach(dst, "teacher", teacher, allow_missing=True, progress=False)
+    return dst
+
+
+@pytest.mark.parametrize(("threads", "sampling"), [(1, "random"), (2, "random"), (2, "all")])
+def test_attached_arrays_in_the_same_batches_as_dataloader(attached_store, threads, sampling):
+    ds = SA1BDataset(attached_store, attached=["teacher"], **{**RECIPE, "mask_sampling": sampling})
+    x = ds[0]
+    s = ds.store[int(ds.index[0])]
+    assert torch.equal(x["teacher"], torch.from_numpy(s.attached("teacher").copy()))
+    assert x["teacher"].dtype == torch.float16 and x["teacher_present"].dtype == torch.bool
+    want = reference(ds, batch_size=4)
+    got = list(SA1BLoader(ds, 4, threads=threads, sampler=SA1BSampler(ds, 1, 0), copy=True))
+    assert len(got) == len(want)
+    presence = []
+    for a, b in zip(got, want, strict=True):
+        assert_same(a, b)
+        assert a["teacher"].shape == (len(a["image"]), 4, 8, 8)
+        for key in ("teacher", "teacher_present"):
+            assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+        presence += a["teacher_present"].tolist()
+    assert True in presence and False in presence
+
+
+def test_an_array_not_attached_is_a_clear_error(packed_dir):
+    with pytest.raises(ValueError, match="'teacher' is not attached to every shard"):
+        SA1BDataset(packed_dir, attached=["teacher"], **RECIPE)

@@ -22,7 +22,7 @@ from sa1b_pack.testing import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-QUESTIONS = ["limits", "pack", "access", "masks", "loader", "peers", "scale"]
+QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale"]
 
 
 def run_script(script: str, *args: str | os.PathLike) -> str:
@@ -75,6 +75,12 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     assert {f"SA1BDataset, {k}" for k in loader} <= rows["loader"]
     threads = {"threads=1", "threads=2", "pre-resized, threads=1", "pre-resized, threads=2"}
     assert {f"SA1BLoader, {k}" for k in threads} <= rows["loader"]
+    memory = ("DataLoader W=2 fork", "DataLoader W=2 fork persistent",
+              "DataLoader W=2 spawn persistent", "SA1BLoader threads=2")  # fmt: skip
+    for case in memory:  # smoke: 3 epochs
+        for what in ("RSS after epoch 1", "RSS after epoch 3", "RSS growth epoch 1 -> 3"):
+            assert f"{case}: main process, {what}" in rows["memory"]
+            assert ("SA1BLoader" in case) != (f"{case}: each worker, {what}" in rows["memory"])
     peers = {"seed-style files", "naive tar", "WebDataset"}
     assert {f"{p}, {w} workers" for p in peers for w in (0, 2)} <= rows["peers"]
     scale = rows["scale"]
@@ -86,7 +92,7 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     assert {"first touch of a real-size part", "index of eligible images, per 1 M masks"} <= scale
     cases = ("local", "S3, no cache", "S3, cache cold", "S3, cache warm")
     assert {f"training recipe, {case}" for case in cases} <= scale
-    for key in ("access", "masks", "loader", "peers", "scale"):
+    for key in ("access", "masks", "loader", "memory", "peers", "scale"):
         assert bench_run["run"]["questions"][key]["reading"]  # computed conclusions
 
 
@@ -99,7 +105,7 @@ def test_report_regenerates_only_the_marked_section(
     text = readme.read_text()
     assert text.startswith("# x\n\nbefore\n<!-- bench:start -->\n## Benchmarks")
     assert text.endswith("<!-- bench:end -->\nafter\n") and "\nold\n" not in text
-    assert "![DataLoader samples/s" in text and text.count("| measure | p50 |") == 8
+    assert "![DataLoader samples/s" in text and text.count("| measure | p50 |") == 9
     run_script("report.py", bench_run["path"], "--readme", readme)
     assert readme.read_text() == text  # generated: the same JSON gives the same section
     readme.write_text("no markers\n")

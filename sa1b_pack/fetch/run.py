@@ -26,7 +26,7 @@ from ..store.format import MANIFEST
 from ..store.manifest import check_files, read_manifest
 from .disk import STORE_PER_TAR_BYTE, TYPICAL_SHARD_BYTES, check_disk
 from .download import EXPIRED_HINT, Bars, DownloadError, Http, Log, Stopped, download, probe
-from .links import LINKS_PAGE, read_links
+from .links import LINKS_PAGE, check_expiry, read_links
 
 PROBE_THREADS = 16
 
@@ -196,12 +196,17 @@ class _Run:
         return self.report
 
 
+def _committed(run: _Run) -> set[str]:
+    """Shards the destination store already holds (none without one)."""
+    if run.dst is not None and (run.dst / MANIFEST).exists():
+        return set(read_manifest(run.dst)["shards"])
+    return set()
+
+
 def _plan(run: _Run, shards: list[int]) -> tuple[list[int], dict[int, int | None], list[int]]:
     """(tars on disk to pack or delete, {shard: size} to download, sizes of the tars on disk
     to pack): probes shards not committed, moves aside tars not the server's size."""
-    committed: set[str] = set()
-    if run.dst is not None and (run.dst / MANIFEST).exists():
-        committed = set(read_manifest(run.dst)["shards"])
+    committed = _committed(run)
     done = [i for i in shards if shard_name(i) in committed]
     ready = [i for i in done if run.delete and run.tar(i).exists()]  # verify, then delete
     run.report.already_packed += [shard_name(i) for i in done if i not in ready]
@@ -260,8 +265,9 @@ def fetch(
 ) -> FetchReport:
     """Download shards into ``src`` and, with ``dst``, pack each into that store as it lands.
 
-    Failed shards are reported and the rest go on; DiskSpaceError before any download if
-    the result would not fit (``force`` overrides). Re-running resumes everything.
+    Failed shards are reported and the rest go on. Before any download: ExpiredLinksError if
+    a link still needed is past its expiry (``oe=``), DiskSpaceError if the result would not
+    fit (``force`` overrides). Re-running resumes everything.
     ``image_longest`` and ``on_error`` are passed to ``pack``.
     """
     if delete_tars and dst is None:
@@ -269,10 +275,13 @@ def fetch(
     links = read_links(links_file)
     if missing := [shard_name(i) for i in shards if i not in links]:
         raise ValueError(f"{links_file} has no link for {', '.join(missing[:10])}")
-    Path(src).mkdir(parents=True, exist_ok=True)
     options = {"image_longest": image_longest, "on_error": on_error}
     where = Path(src), Path(dst) if dst else None
     run = _Run(links, *where, http or Http(), log or Log(), options, delete_tars, jobs, pack_jobs)
+    committed = _committed(run)  # shards packed or with a tar on disk need no link
+    need = [i for i in shards if shard_name(i) not in committed and not run.tar(i).exists()]
+    check_expiry({i: links[i] for i in need}, links_file)
+    Path(src).mkdir(parents=True, exist_ok=True)
     ready, todo, to_pack = _plan(run, shards)
     known = [s for s in todo.values() if s is not None]
     typical = max(known, default=TYPICAL_SHARD_BYTES)

@@ -27,7 +27,7 @@ from sa1b_pack.fetch import disk as disk_module
 from sa1b_pack.fetch import download as download_module
 from sa1b_pack.fetch.disk import DiskSpaceError
 from sa1b_pack.fetch.download import Http, Log
-from sa1b_pack.fetch.links import read_links
+from sa1b_pack.fetch.links import ExpiredLinksError, read_links
 from sa1b_pack.fetch.run import fetch
 from sa1b_pack.store.manifest import read_manifest
 from sa1b_pack.store.packer import pack
@@ -51,6 +51,7 @@ class Faults:
     no_head: bool = False  # 403 to HEAD, as URLs signed for GET only answer
     delay: float = 0.0  # seconds per 4 KiB chunk: a slow server
     gets: Counter = field(default_factory=Counter)
+    requests: Counter = field(default_factory=Counter)  # every HEAD and GET
     ranges: list[tuple[str, str | None]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -81,6 +82,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.server.root / f"{name}.tar"  # type: ignore[attr-defined]
         if "oh" not in parse_qs(url.query):  # the query string of a signed link was lost
             faults.status.setdefault(name, 400)
+        with faults.lock:
+            faults.requests[name] += 1
         if body:
             with faults.lock:
                 faults.gets[name] += 1
@@ -183,10 +186,22 @@ def small_chunks_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(proxy.upper(), raising=False)
 
 
-def links_file(path: Path, base: str, shards: list[int] = SHARDS) -> Path:
+def oe(seconds_from_now: float) -> str:
+    """A signed link's expiry as Meta's CDN writes it: hexadecimal Unix seconds."""
+    return f"{int(time.time() + seconds_from_now):X}"
+
+
+FRESH = oe(86400)  # links signed for one more day
+
+
+def links_file(
+    path: Path, base: str, shards: list[int] = SHARDS, expires: dict[int, str] | None = None
+) -> Path:
+    """Meta's format; ``expires``: the ``oe=`` of some shards (default: a day from now)."""
     lines = ["file_name\tcdn_link"]
     lines += [
-        f"sa_{i:06d}.tar\t{base}/sa1b/sa_{i:06d}.tar?_nc_ht=cdn&oh=00_sig{i}&oe=6700"
+        f"sa_{i:06d}.tar\t{base}/sa1b/sa_{i:06d}.tar?_nc_ht=cdn&oh=00_sig{i}"
+        f"&oe={(expires or {}).get(i, FRESH)}"
         for i in shards
     ]
     path.write_text("\n".join(lines) + "\n")
@@ -198,12 +213,45 @@ def test_read_links(tmp_path: Path) -> None:
     with links.open("a") as f:
         f.write("\nsa_notes.txt\thttps://cdn.example/notes.txt\n")
     assert read_links(links) == {
-        0: "https://cdn.example/sa1b/sa_000000.tar?_nc_ht=cdn&oh=00_sig0&oe=6700",
-        7: "https://cdn.example/sa1b/sa_000007.tar?_nc_ht=cdn&oh=00_sig7&oe=6700",
+        0: f"https://cdn.example/sa1b/sa_000000.tar?_nc_ht=cdn&oh=00_sig0&oe={FRESH}",
+        7: f"https://cdn.example/sa1b/sa_000007.tar?_nc_ht=cdn&oh=00_sig7&oe={FRESH}",
     }
     (tmp_path / "bad.txt").write_text("file_name\tcdn_link\nsa_000000.tar https://x\n")
     with pytest.raises(ValueError, match=r"bad.txt:2: expected 'file_name<TAB>url'"):
         read_links(tmp_path / "bad.txt")
+
+
+def test_expired_links_refused_before_any_request(origin: Path, tmp_path: Path) -> None:
+    src, dst, faults = tmp_path / "src", tmp_path / "dst", Faults()
+    with serve(origin, faults) as base:
+        stale = links_file(tmp_path / "stale.txt", base, expires=dict.fromkeys(SHARDS, "6790A1B2"))
+        with pytest.raises(ExpiredLinksError) as caught:
+            fetch(stale, src, SHARDS, dst=dst, http=FAST, progress=False, log=Log())
+        assert str(caught.value).startswith(
+            f"the links in {stale} expired on 2025-01-22 07:43 UTC: the CDN refuses"
+        )
+        assert "Download a fresh links file from Meta's SA-1B page (https://ai.meta" in str(
+            caught.value
+        )
+        some = links_file(tmp_path / "some.txt", base, expires={1: oe(-7200), 3: oe(-60)})
+        with pytest.raises(ExpiredLinksError, match=r"2 of the 4 links needed from .*some.txt "
+                           r"have expired, the earliest on 20\d\d-"):  # fmt: skip
+            fetch(some, src, SHARDS, http=FAST, progress=False, log=Log())
+        assert faults.requests == Counter() and not src.exists()  # nothing asked, nothing made
+        assert fetch(some, src, [0, 2], http=FAST, progress=False, log=Log()).ok  # not needed
+        (src / "sa_000001.tar").write_bytes((origin / "sa_000001.tar").read_bytes())
+        report = fetch(some, src, [1], dst=dst, http=FAST, progress=False, log=Log())
+        assert report.packed == ["sa_000001"]  # on disk: its expired link is not needed
+        no_expiry = tmp_path / "plain.txt"
+        no_expiry.write_text(f"file_name\tcdn_link\nsa_000003.tar\t{base}/sa_000003.tar?oh=1\n")
+        assert fetch(no_expiry, src, [3], http=FAST, progress=False, log=Log()).ok
+
+
+def test_cli_refuses_expired_links(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    stale = links_file(tmp_path / "links.txt", "https://cdn.example", [0], {0: "6790A1B2"})
+    assert main(["fetch", str(stale), str(tmp_path / "src"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error: the links in" in err and "expired on 2025-01-22 07:43 UTC" in err
 
 
 def tars_left(src: Path) -> list[str]:

@@ -32,6 +32,16 @@ def resize_longest(
     return out
 
 
+def resize_pixels(pixels: np.ndarray, h: int, w: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(h, w, 3) resize of an image: OpenCV's area average to shrink, bilinear to grow."""
+    shrink = h < pixels.shape[0] or w < pixels.shape[1]
+    flag = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    if out is None:
+        return cv2.resize(pixels, (w, h), interpolation=flag)
+    cv2.resize(pixels, (w, h), dst=out, interpolation=flag)
+    return out
+
+
 def pad_bottom_right(out: np.ndarray, h: int, w: int) -> None:
     """Zero everything of a square buffer outside its top-left (h, w) image."""
     out[h:] = 0

@@ -191,3 +191,18 @@ def bbox(runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray, height: int)
         runs, np.asarray(offsets, np.int64), np.asarray(counts, np.int64), height, out
     )
     return out
+
+
+def centroids(runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray, height: int) -> np.ndarray:
+    """(N, 2) float64 XY centre of mass per mask from the runs, in continuous pixel
+    coordinates (pixel (y, x) covers [x, x + 1) x [y, y + 1), the frame of the boxes and
+    points): the mean pixel index + 0.5. NaN for an empty mask."""
+    moments = np.empty((len(offsets), 3), dtype=np.int64)
+    kernels.runs_moments(
+        runs, np.asarray(offsets, np.int64), np.asarray(counts, np.int64), height, moments
+    )
+    out = np.full((len(offsets), 2), np.nan)
+    area = moments[:, 0:1]
+    np.divide(moments[:, 1:], area, out=out, where=area > 0)
+    out += 0.5
+    return out

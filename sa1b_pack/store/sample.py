@@ -188,6 +188,15 @@ class Sample:
             runs, offsets, counts, height, width, size=size, out=out, parallel=parallel
         )
 
+    def mask_runs(self, indices: Indices = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(runs, offsets, counts) of the chosen masks, parsed once for the codec's functions
+        (``decode_padded``, ``intersections``, ``centroids``...) to share."""
+        return self._runs(indices)
+
+    def mask_centroids(self, indices: Indices = None) -> np.ndarray:
+        """(K, 2) XY centre of mass per mask from the runs (pixel centres at index + 0.5)."""
+        return mask_codec.centroids(*self._runs(indices), self.height)
+
     def mask_iou(self, indices: Indices = None) -> np.ndarray:
         """(K, K) pairwise IoU from the runs, equal to pycocotools.mask.iou(..., iscrowd=0)."""
         return mask_codec.iou(mask_codec.intersections(*self._runs(indices)))

@@ -14,7 +14,10 @@ import numpy as np
 
 from ..codec.geometry import resize_longest_shape
 from ..codec.jpeg import decode_image, decode_resized
+from ..codec.rle import decode_padded
 from ..store.reader import Store
+from .relations import mask_relations
+from .transforms import MaskTransform, Transform, apply_transforms
 
 SAMPLING = ("random", "largest", "all")
 
@@ -26,6 +29,8 @@ class Recipe:
     ``mask_sampling``: "random" draws up to ``max_masks`` of the passing masks without
     replacement, "largest" keeps the ``max_masks`` largest by area, "all" keeps every passing
     mask (``max_masks`` ignored). Draws depend only on (seed, epoch, index).
+    ``relations`` adds the sampled masks' IoU, containment, centroids and scale levels
+    (train/relations.py): off by default, it costs a merge of run lists per pair of masks.
     """
 
     image_size: int = 1024
@@ -36,6 +41,7 @@ class Recipe:
     min_area: int = 0
     mask_sampling: str = "random"
     seed: int = 0
+    relations: bool = False
 
     def __post_init__(self) -> None:
         if self.mask_sampling not in SAMPLING:
@@ -106,14 +112,18 @@ def training_sample(
     *,
     image_out: np.ndarray | None = None,
     masks_out: np.ndarray | None = None,
+    transform: Transform | None = None,
+    mask_transform: MaskTransform | None = None,
 ) -> dict[str, Any]:
     """One sample as numpy arrays: image (S, S, 3) uint8, masks (K, m, m) bool, boxes, points.
 
     ``key`` (default ``index``) seeds the mask draw with (seed, epoch, key). Boxes are XYXY and
     points XY, both in the resized (unpadded) image frame; masks are aligned with the padded
     image (SAM's low-res masks: mask pixel (y, x) covers image pixels scaled by S / m).
+    ``input_size`` and ``mask_input_size`` are the unpadded (h, w) of image and masks.
     ``image_out`` (S, S, 3) and ``masks_out`` (>= K, m, m) are written in place when given (a
-    batch slot of the threaded loader); the result then holds views of them.
+    batch slot of the threaded loader); the result then holds views of them, unless a
+    transform replaced them. ``transform`` / ``mask_transform``: see train/transforms.py.
     """
     s = store[index]
     rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key))
@@ -143,8 +153,9 @@ def training_sample(
         masks = np.empty((len(chosen), m, m), bool)
     else:
         masks = masks_out[: len(chosen)]
-    s.masks(chosen, longest=m, pad=True, out=masks)
-    return {
+    runs = s.mask_runs(chosen)  # parsed once, for the masks and the relations
+    decode_padded(*runs, s.height, s.width, longest=m, pad=True, out=masks)
+    sample = {
         "image": image,
         "masks": masks,
         "boxes": boxes,
@@ -155,4 +166,11 @@ def training_sample(
         "image_id": s.image_id,
         "orig_size": (s.height, s.width),
         "input_size": (h, w),
+        "mask_input_size": resize_longest_shape(s.height, s.width, m),
     }
+    if recipe.relations:
+        sample.update(mask_relations(*runs, s.height, s.width, (sx, sy)))
+    if transform is None and mask_transform is None:
+        return sample
+    rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key, 1))
+    return apply_transforms(sample, transform, mask_transform, rng)

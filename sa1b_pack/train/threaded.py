@@ -23,29 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from . import fields
 from .recipe import Recipe, training_sample
-
-KEYS = (
-    "image",
-    "masks",
-    "mask_valid",
-    "boxes",
-    "points",
-    "predicted_iou",
-    "stability_score",
-    "mask_ids",
-    "image_id",
-    "orig_size",
-    "input_size",
-)  # a batch's keys: collate's too
-PER_MASK = {  # field -> (dtype, trailing shape)
-    "boxes": (np.float32, (4,)),
-    "points": (np.float32, (2,)),
-    "predicted_iou": (np.float32, ()),
-    "stability_score": (np.float32, ()),
-    "mask_ids": (np.int64, ()),
-}
-
 
 Attached = dict[str, tuple[np.dtype, tuple[int, ...]]]  # name -> (dtype, per-image shape)
 
@@ -60,34 +39,41 @@ class BatchBuffer:
     def __init__(
         self, batch_size: int, recipe: Recipe, capacity: int, attached: Attached | None = None
     ) -> None:
-        s, m = recipe.image_size, recipe.mask_size
+        s, m, c = recipe.image_size, recipe.mask_size, capacity
         self.capacity = capacity
         self.image = np.zeros((batch_size, s, s, 3), np.uint8)
-        self.masks = np.zeros((batch_size, capacity, m, m), np.bool_)
-        self.valid = np.zeros((batch_size, capacity), np.bool_)
-        self.fields = {f: np.zeros((batch_size, capacity, *shape), dtype)
-                       for f, (dtype, shape) in PER_MASK.items()}  # fmt: skip
+        self.masks = np.zeros((batch_size, c, m, m), np.bool_)
+        self.valid = np.zeros((batch_size, c), np.bool_)
+        per_mask, pairwise = fields.per_mask(recipe.relations), fields.pairwise(recipe.relations)
+        self.fields = {f: np.zeros((batch_size, c, *shape), dtype)
+                       for f, (dtype, shape) in per_mask.items()}  # fmt: skip
+        self.pairwise = {f: np.zeros((batch_size, c, c), dtype) for f, dtype in pairwise.items()}
         self.image_id = np.zeros(batch_size, np.int64)
-        self.orig_size = np.zeros((batch_size, 2), np.int64)
-        self.input_size = np.zeros((batch_size, 2), np.int64)
+        self.sizes = {f: np.zeros((batch_size, 2), np.int64) for f in fields.SIZES}
         self.counts = np.zeros(batch_size, np.int64)
         self.attached = {n: np.zeros((batch_size, *shape), dtype)
                          for n, (dtype, shape) in (attached or {}).items()}  # fmt: skip
         self.present = {f"{n}_present": np.zeros(batch_size, np.bool_) for n in self.attached}
 
-    def fill(self, slot: int, store: Any, index: int, recipe: Recipe, epoch: int) -> None:
-        """Sample ``index`` into slot ``slot``: image and masks decoded in place."""
+    def fill(self, slot: int, store: Any, index: int, recipe: Recipe, epoch: int,
+             **transforms: Any) -> None:  # fmt: skip
+        """Sample ``index`` into slot ``slot``: image and masks decoded in place (copied in
+        only if a transform (``transform``, ``mask_transform``) replaced the arrays)."""
         out = training_sample(store, index, recipe, epoch, image_out=self.image[slot],
-                              masks_out=self.masks[slot])  # fmt: skip
+                              masks_out=self.masks[slot], **transforms)  # fmt: skip
         k = len(out["masks"])
         if k > self.capacity:
             raise OverflowError(k)  # the batch grows its buffer and refills this slot
-        for field in PER_MASK:
-            self.fields[field][slot, :k] = out[field]
+        _place(self.image[slot], out["image"])
+        _place(self.masks[slot, :k], out["masks"])
+        for field, values in self.fields.items():
+            values[slot, :k] = out[field]
+        for field, values in self.pairwise.items():
+            values[slot, :k, :k] = out[field]
         self.counts[slot] = k
         self.image_id[slot] = out["image_id"]
-        self.orig_size[slot] = out["orig_size"]
-        self.input_size[slot] = out["input_size"]
+        for field, values in self.sizes.items():
+            values[slot] = out[field]
         if self.attached:
             sample = store[index]
             for name, rows in self.attached.items():
@@ -102,14 +88,25 @@ class BatchBuffer:
         valid[...] = np.arange(k)[None, :] < self.counts[:n, None]
         masks = self.masks[:n, :k]
         for slot in range(n):  # clear what an earlier batch left beyond this sample's masks
-            masks[slot, self.counts[slot] :] = False
+            c = self.counts[slot]
+            masks[slot, c:] = False
             for values in self.fields.values():
-                values[slot, self.counts[slot] : k] = 0
+                values[slot, c:k] = 0
+            for values in self.pairwise.values():
+                values[slot, c:k, :k] = 0
+                values[slot, :c, c:k] = 0
         return {"image": self.image[:n], "masks": masks, "mask_valid": valid,
                 **{f: v[:n, :k] for f, v in self.fields.items()},
-                "image_id": self.image_id[:n], "orig_size": self.orig_size[:n],
-                "input_size": self.input_size[:n],
+                **{f: v[:n, :k, :k] for f, v in self.pairwise.items()},
+                "image_id": self.image_id[:n],
+                **{f: v[:n] for f, v in self.sizes.items()},
                 **{k: v[:n] for k, v in (self.attached | self.present).items()}}  # fmt: skip
+
+
+def _place(slot: np.ndarray, value: np.ndarray) -> None:
+    """Copy ``value`` into ``slot`` unless it already is that memory (the usual case)."""
+    if value.__array_interface__ != slot.__array_interface__:
+        slot[...] = value
 
 
 def batches_of(keys: Iterable[Any], batch_size: int, drop_last: bool) -> Iterator[list[Any]]:
@@ -178,7 +175,9 @@ def _key(dataset: Any, key: Any) -> tuple[int, int]:
 
 def _fill(buffer: BatchBuffer, slot: int, dataset: Any, key: Any) -> None:
     i, epoch = _key(dataset, key)
-    buffer.fill(slot, dataset.store, int(dataset.index[i]), dataset.recipe, epoch)
+    buffer.fill(slot, dataset.store, int(dataset.index[i]), dataset.recipe, epoch,
+                transform=getattr(dataset, "transform", None),
+                mask_transform=getattr(dataset, "mask_transform", None))  # fmt: skip
 
 
 def _finish(ring: list[BatchBuffer], job: tuple, dataset: Any) -> tuple[dict, Any]:
@@ -218,8 +217,12 @@ def _grown(ring: list[BatchBuffer], number: int, old: BatchBuffer, need: int, da
     new.masks[:, :k] = old.masks
     for field, values in old.fields.items():
         new.fields[field][:, :k] = values
-    for name in ("image_id", "orig_size", "input_size", "counts"):
-        getattr(new, name)[...] = getattr(old, name)
+    for field, values in old.pairwise.items():
+        new.pairwise[field][:, :k, :k] = values
+    for field, values in old.sizes.items():
+        new.sizes[field][...] = values
+    new.image_id[...] = old.image_id
+    new.counts[...] = old.counts
     for mine, theirs in ((new.attached, old.attached), (new.present, old.present)):
         for name, values in theirs.items():
             mine[name][...] = values

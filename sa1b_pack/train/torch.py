@@ -26,6 +26,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..store.attach import attached_specs
 from ..store.reader import Store, open_store
+from . import fields
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler
 from .threaded import batch_count, threaded_batches
@@ -60,9 +61,14 @@ class SA1BDataset(Dataset):
     images as float32 in [0, 1] instead of uint8. ``image_ids``: train on a named subset
     only (image ids or ``sa_<N>.jpg`` names, or a text file of them, one per line, as
     EdgeSAM ships its 1 % list); KeyError if the store lacks some of them.
-    ``attached=["teacher"]``: each sample also
-    carries the arrays attached under those names (``sa1b-pack attach``) as tensors of their
-    dtype and shape, with ``"<name>_present"`` False where the image had none (zeros).
+    ``attached=["teacher"]``: each sample also carries the arrays attached under those names
+    (``sa1b-pack attach``) as tensors of their dtype and shape, with ``"<name>_present"``
+    False where the image had none (zeros). ``relations=True`` (a Recipe field) adds iou,
+    containment (K, K), centroids, orig_centroids (K, 2) and scale_level (K,).
+
+    ``transform(sample, rng)`` and ``mask_transform(masks, mask_input_size, rng)`` augment
+    each decoded sample (numpy, before it becomes tensors), in ``SA1BLoader`` too; they must
+    keep the output shape and the fields consistent: the contract is in train/transforms.py.
 
     Images with no mask passing the filters are skipped when the dataset is built, so
     ``len(ds)`` counts only usable images. Mask draws depend on (seed, epoch, image): call
@@ -78,6 +84,8 @@ class SA1BDataset(Dataset):
         float_image: bool = False,
         image_ids: str | os.PathLike | Iterable[int | str] | None = None,
         attached: Sequence[str] = (),
+        transform: Any = None,
+        mask_transform: Any = None,
         **recipe_fields: Any,
     ) -> None:
         if recipe is not None and not isinstance(recipe, Recipe):
@@ -92,8 +100,9 @@ class SA1BDataset(Dataset):
         self.recipe = dataclasses.replace(recipe or Recipe(), **recipe_fields)
         self.float_image = float_image
         self.attached = attached_specs(self.store, attached)
-        if clash := [n for n in attached if n in BATCH_KEYS or n.endswith("_present")]:
+        if clash := [n for n in attached if n in fields.BATCH_KEYS or n.endswith("_present")]:
             raise ValueError(f"attached arrays {clash} would replace batch keys")
+        self.transform, self.mask_transform = transform, mask_transform
         self.epoch = 0
         self.index = eligible_images(self.store, self.recipe)
         if image_ids is not None:  # a named subset, composed with the quality filters
@@ -122,7 +131,8 @@ class SA1BDataset(Dataset):
         i, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        sample = training_sample(self.store, int(self.index[i]), self.recipe, epoch)
+        transforms = {"transform": self.transform, "mask_transform": self.mask_transform}
+        sample = training_sample(self.store, int(self.index[i]), self.recipe, epoch, **transforms)
         image = torch.from_numpy(sample["image"]).permute(2, 0, 1)
         if self.float_image:
             image = image.float().div_(255.0)
@@ -132,17 +142,15 @@ class SA1BDataset(Dataset):
             for name in self.attached:
                 extra[name] = torch.from_numpy(s.attached(name).copy())
                 extra[f"{name}_present"] = torch.tensor(s.attached_present(name))
+        relations = self.recipe.relations
+        dtypes = {f: dtype for f, (dtype, _) in fields.per_mask(relations).items()}
+        dtypes.update(fields.pairwise(relations))
         return {
             "image": image,
             "masks": torch.from_numpy(sample["masks"]),
-            "boxes": torch.from_numpy(sample["boxes"].astype(np.float32)),
-            "points": torch.from_numpy(sample["points"].astype(np.float32)),
-            "predicted_iou": torch.from_numpy(sample["predicted_iou"].astype(np.float32)),
-            "stability_score": torch.from_numpy(sample["stability_score"].astype(np.float32)),
-            "mask_ids": torch.from_numpy(sample["mask_ids"]),
+            **{f: torch.from_numpy(np.asarray(sample[f], dtype)) for f, dtype in dtypes.items()},
             "image_id": sample["image_id"],
-            "orig_size": torch.tensor(sample["orig_size"]),
-            "input_size": torch.tensor(sample["input_size"]),
+            **{f: torch.tensor(sample[f], dtype=torch.int64) for f in fields.SIZES},
             **extra,
         }
 
@@ -290,36 +298,41 @@ class SA1BLoader:
         return out
 
 
-PER_MASK = ("boxes", "points", "predicted_iou", "stability_score", "mask_ids")
-BATCH_KEYS = ("image", "masks", "mask_valid", *PER_MASK, "image_id", "orig_size", "input_size")
+PER_MASK = tuple(fields.PER_MASK)
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack a batch, padding masks and per-mask fields to the batch's largest K.
 
-    ``mask_valid`` (B, K) marks real masks; padded masks are all False, padded numbers 0.
-    Attached arrays are stacked: (B, *shape).
+    ``mask_valid`` (B, K) marks real masks; padded masks are all False, padded numbers 0
+    (pairwise relations, (B, K, K), are padded on both axes). Attached arrays are stacked:
+    (B, *shape).
     """
     size = batch[0]["masks"].shape[1:]
     k = max(len(s["masks"]) for s in batch)
     masks = torch.zeros((len(batch), k, *size), dtype=torch.bool)
     valid = torch.zeros((len(batch), k), dtype=torch.bool)
+    per_mask = [f for f in [*fields.PER_MASK, *fields.RELATIONS] if f in batch[0]]
+    pairwise = [f for f in fields.PAIRWISE if f in batch[0]]
     out: dict[str, Any] = {
         f: torch.zeros((len(batch), k, *batch[0][f].shape[1:]), dtype=batch[0][f].dtype)
-        for f in PER_MASK
+        for f in per_mask
     }
+    out.update({f: torch.zeros((len(batch), k, k), dtype=batch[0][f].dtype) for f in pairwise})
     for b, s in enumerate(batch):
         n = len(s["masks"])
         masks[b, :n] = s["masks"]
         valid[b, :n] = True
-        for f in PER_MASK:
+        for f in per_mask:
             out[f][b, :n] = s[f]
+        for f in pairwise:
+            out[f][b, :n, :n] = s[f]
     out["image"] = torch.stack([s["image"] for s in batch])
     out["masks"] = masks
     out["mask_valid"] = valid
     out["image_id"] = torch.tensor([s["image_id"] for s in batch], dtype=torch.int64)
-    out["orig_size"] = torch.stack([s["orig_size"] for s in batch])
-    out["input_size"] = torch.stack([s["input_size"] for s in batch])
+    for f in fields.SIZES:
+        out[f] = torch.stack([s[f] for s in batch])
     for key in batch[0].keys() - out.keys():  # attached arrays and their presence flags
         out[key] = torch.stack([s[key] for s in batch])
     return out

@@ -153,6 +153,33 @@ def test_iou_and_containment_equal_pycocotools(data: st.DataObject) -> None:
     np.testing.assert_array_equal(masks.containment(inter), expected)
 
 
+@given(st.data())
+@settings(max_examples=60, deadline=None)
+def test_centroids_equal_dense_means(data: st.DataObject) -> None:
+    h = data.draw(st.integers(1, 20))
+    w = data.draw(st.integers(1, 20))
+    n = data.draw(st.integers(1, 8))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    dense = [(rng.random((h, w)) < rng.random() ** 2).astype(np.uint8) for _ in range(n)]
+    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    got = masks.centroids(payload, offsets, counts, h)
+    for m, xy in zip(dense, got, strict=True):
+        ys, xs = np.nonzero(m)
+        if len(xs) == 0:
+            assert np.isnan(xy).all()
+        else:  # pixel (y, x) covers [x, x + 1) x [y, y + 1): its centre is index + 0.5
+            np.testing.assert_allclose(xy, [xs.mean() + 0.5, ys.mean() + 0.5], rtol=1e-12)
+
+
+@pytest.mark.parametrize("mask", edge_masks(), ids=lambda m: f"{m.shape}")
+def test_centroids_of_edge_masks(mask: np.ndarray) -> None:
+    payload, offsets, counts = pack_runs([masks.mask_to_runs(mask)])
+    got = masks.centroids(payload, offsets, counts, mask.shape[0])[0]
+    ys, xs = np.nonzero(mask)
+    want = [xs.mean() + 0.5, ys.mean() + 0.5] if len(xs) else [np.nan, np.nan]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
 @pytest.mark.parametrize(("height", "width"), [(30, 45), (45, 30), (17, 17), (1, 9)])
 @pytest.mark.parametrize("pad", [True, False])
 def test_decode_padded_is_sam_resize_longest_side(height: int, width: int, pad: bool) -> None:

@@ -12,10 +12,12 @@ from torch.utils.data import DataLoader
 
 from sa1b_pack.torch import SA1BDataset, SA1BLoader, SA1BSampler, SampleError, collate
 from sa1b_pack.train import threaded
+from sa1b_pack.train.transforms import Compose, HorizontalFlip, ResizeJitter
 
 RECIPE = dict(image_size=48, mask_size=12, max_masks=4, mask_sampling="random")
 KEYS = ("image", "masks", "mask_valid", "boxes", "points", "predicted_iou", "stability_score",
-        "mask_ids", "image_id", "orig_size", "input_size")  # fmt: skip
+        "mask_ids", "image_id", "orig_size", "input_size", "mask_input_size")  # fmt: skip
+RELATIONS = ("iou", "containment", "centroids", "orig_centroids", "scale_level")
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,10 @@ def reference(ds, seed: int = 0, epoch: int = 0, batch_size: int = 3) -> list[di
 
 
 def assert_same(a: dict, b: dict) -> None:
-    for key in KEYS:
+    assert set(a) == set(b)
+    for key in set(KEYS) | set(a):
         assert a[key].shape == b[key].shape and a[key].dtype == b[key].dtype, key
-        assert torch.equal(a[key], b[key]), key
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True, msg=key)
 
 
 def loader_threads() -> list[threading.Thread]:
@@ -58,6 +61,34 @@ def test_every_mask_when_sampling_all_grows_the_buffers(packed_dir):
     got = list(SA1BLoader(ds, 4, threads=2, sampler=SA1BSampler(ds, 1, 0), copy=True))
     for a, b in zip(got, want, strict=True):
         assert_same(a, b)
+
+
+def erode(masks, valid, rng):
+    """A mask-only transform: drop a random half of each mask's valid pixels."""
+    masks[:, : valid[0], : valid[1]] &= rng.random((len(masks), *valid)) < 0.5
+    return masks
+
+
+@pytest.mark.parametrize("sampling", ["random", "all"])
+def test_relations_and_transforms_same_as_dataloader(packed_dir, sampling):
+    augment = Compose(HorizontalFlip(), ResizeJitter(0.6, 1.5))
+    ds = SA1BDataset(packed_dir, **{**RECIPE, "mask_sampling": sampling}, relations=True,
+                     transform=augment, mask_transform=erode)  # fmt: skip
+    want = reference(ds, seed=2, batch_size=4)
+    sampler = SA1BSampler(ds, 1, 0, seed=2)
+    got = list(SA1BLoader(ds, 4, threads=3, sampler=sampler, prefetch=1, copy=True))
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert set(RELATIONS) <= set(a)
+        assert_same(a, b)
+        batch, k = a["masks"].shape[:2]
+        assert a["iou"].shape == a["containment"].shape == (batch, k, k)
+        for b, n in enumerate(a["mask_valid"].sum(1).tolist()):  # padded on both axes
+            assert not a["iou"][b, n:].any() and not a["iou"][b, :, n:].any()
+            assert not a["centroids"][b, n:].any()
+    plain = reference(SA1BDataset(packed_dir, **{**RECIPE, "mask_sampling": sampling}),
+                      seed=2, batch_size=4)  # fmt: skip
+    assert any(not torch.equal(a["boxes"], b["boxes"]) for a, b in zip(got, plain, strict=True))
 
 
 def test_a_batch_stays_valid_for_prefetch_more_batches(dataset):

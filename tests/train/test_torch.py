@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from sa1b_pack.torch import Recipe, SA1BDataset, collate
 from sa1b_pack.train import torch as sa1b_torch
+from sa1b_pack.train.transforms import Compose, HorizontalFlip, ResizeJitter
 
 RECIPE = dict(image_size=64, mask_size=16, max_masks=4, min_predicted_iou=0.85)
 
@@ -191,3 +192,22 @@ def test_only_the_adapter_imports_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_relations_and_transforms_in_items(packed_dir: Path) -> None:
+    ds = SA1BDataset(packed_dir, **RECIPE, relations=True,
+                     transform=Compose(HorizontalFlip(), ResizeJitter(0.5, 1.5)))  # fmt: skip
+    item = ds[0]
+    k = len(item["masks"])
+    assert item["iou"].shape == item["containment"].shape == (k, k)
+    assert item["iou"].dtype == item["centroids"].dtype == torch.float32
+    assert item["centroids"].shape == item["orig_centroids"].shape == (k, 2)
+    assert item["scale_level"].dtype == torch.int64 and item["scale_level"].shape == (k,)
+    assert (item["mask_input_size"] <= 16).all() and (item["input_size"] <= 64).all()
+    assert "iou" not in SA1BDataset(packed_dir, **RECIPE)[0]
+    clone = pickle.loads(pickle.dumps(ds))  # what spawn workers get: transforms included
+    for i in range(len(ds)):
+        a, b = ds[i], clone[i]
+        for key in a:
+            if key != "image_id":
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True)

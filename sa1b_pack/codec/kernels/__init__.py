@@ -33,6 +33,7 @@ from .runs import (
     pairwise_intersections,
     runs_area,
     runs_bbox,
+    runs_moments,
 )
 from .strings import encode_counts, parse_counts, parse_counts_batch
 
@@ -56,6 +57,7 @@ __all__ = [
     "parse_counts_batch",
     "runs_area",
     "runs_bbox",
+    "runs_moments",
     "runs_sum",
     "sample_map",
 ]

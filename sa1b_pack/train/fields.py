@@ -1,0 +1,39 @@
+"""The fields of a training sample, declared once: the recipe fills them, transforms keep
+them consistent, ``collate`` and the threaded loader's buffers pad and stack them.
+
+Per-mask fields have the masks' K as their first axis (pairwise ones K on both axes) and are
+padded to the batch's largest K with zeros; per-image sizes are (h, w) pairs. dtypes are the
+batch's (the numpy sample from ``training_sample`` may hold float64: cast on the way out).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+PER_MASK: dict[str, tuple[Any, tuple[int, ...]]] = {  # field -> (dtype, trailing shape)
+    "boxes": (np.float32, (4,)),
+    "points": (np.float32, (2,)),
+    "predicted_iou": (np.float32, ()),
+    "stability_score": (np.float32, ()),
+    "mask_ids": (np.int64, ()),
+}
+RELATIONS: dict[str, tuple[Any, tuple[int, ...]]] = {  # with Recipe(relations=True)
+    "centroids": (np.float32, (2,)),
+    "orig_centroids": (np.float32, (2,)),
+    "scale_level": (np.int64, ()),
+}
+PAIRWISE: dict[str, Any] = {"iou": np.float32, "containment": np.float32}  # (K, K), relations
+SIZES = ("orig_size", "input_size", "mask_input_size")  # (h, w) each, int64 in a batch
+BATCH_KEYS = ("image", "masks", "mask_valid", *PER_MASK, *RELATIONS, *PAIRWISE, "image_id",
+              *SIZES)  # fmt: skip  # every key a batch may have besides attached arrays
+
+
+def per_mask(relations: bool) -> dict[str, tuple[Any, tuple[int, ...]]]:
+    """The (K, ...) fields of a sample besides masks, relations' own when they are on."""
+    return {**PER_MASK, **RELATIONS} if relations else dict(PER_MASK)
+
+
+def pairwise(relations: bool) -> dict[str, Any]:
+    return dict(PAIRWISE) if relations else {}

@@ -33,10 +33,11 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     )
     left_out = sum(len(v) for v in report.skipped_members.values())
     bad = sum(len(v) for v in report.errors.values())
+    warned = sum(len(v) for v in report.warnings.values())
     print(
         f"packed {len(report.packed)} shards ({report.images} images, {report.masks} masks), "
         f"{len(report.skipped_existing)} already in the store, {len(report.failed)} failed, "
-        f"{left_out} members left out, {bad} bad samples skipped"
+        f"{left_out} members left out, {bad} bad samples skipped, {warned} warnings"
     )
     for error in report.failed.values():
         print(f"FAILED {error}", file=sys.stderr)
@@ -131,7 +132,8 @@ def _cmd_errors(args: argparse.Namespace) -> int:
     rows = left_out(read_manifest(args.dst))
     for row in rows:
         print(f"{row['shard']}\t{row['kind']}\t{row['member']}\t{row['reason']}")
-    print(f"{len(rows)} members left out", file=sys.stderr)
+    warned = sum(row["kind"] == "warning" for row in rows)
+    print(f"{len(rows) - warned} members left out, {warned} warnings", file=sys.stderr)
     return 0
 
 
@@ -247,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("dst", help="store folder")
     i.set_defaults(func=_cmd_info)
 
-    e = _command(sub, "errors", "what packing left out: bad samples, strays, orphans")
+    e = _command(sub, "errors", "what packing left out or warned about: bad samples, strays")
     e.add_argument("dst", help="store folder")
     e.set_defaults(func=_cmd_errors)
 

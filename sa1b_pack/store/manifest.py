@@ -93,12 +93,14 @@ def check_files(storage: Storage, name: str, entry: dict[str, Any]) -> list[str]
 
 
 def left_out(manifest: dict[str, Any]) -> list[dict[str, str]]:
-    """What packing left out, per committed shard: bad samples skipped (``kind`` "error",
-    with ``--on-error skip``) and stray or unpaired members (``kind`` "skipped")."""
+    """What packing left out or doubted, per committed shard: bad samples skipped (``kind``
+    "error", with ``--on-error skip``), stray or unpaired members ("skipped") and samples
+    packed as written despite a warning ("warning")."""
     rows = []
     for name in shard_names(manifest):
         entry = manifest["shards"][name]
-        for kind, key in (("error", "errors"), ("skipped", "skipped_members")):
+        kinds = (("error", "errors"), ("skipped", "skipped_members"), ("warning", "warnings"))
+        for kind, key in kinds:
             for member, reason in entry.get(key, []):
                 rows.append({"shard": name, "member": member, "kind": kind, "reason": reason})
     return rows
@@ -118,4 +120,5 @@ def summary(manifest: dict[str, Any], url: str) -> dict[str, Any]:
         "source_bytes": sum(e["source"]["bytes"] for e in entries),
         "skipped_members": sum(len(e["skipped_members"]) for e in entries),
         "errors": sum(len(e.get("errors", [])) for e in entries),
+        "warnings": sum(len(e.get("warnings", [])) for e in entries),
     }

@@ -37,6 +37,7 @@ class PackReport:
     failed: dict[str, str] = field(default_factory=dict)  # shard -> error message
     skipped_members: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # bad samples skipped
+    warnings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # packed, doubtful
     images: int = 0
     masks: int = 0
 
@@ -195,7 +196,11 @@ class Packer:
             report.errors[name] = result.errors
         if result.skipped:
             report.skipped_members[name] = result.skipped
-        for label, items in (("skipped", result.errors), ("left out", result.skipped)):
+        if result.warnings:
+            report.warnings[name] = result.warnings
+        labelled = (("skipped", result.errors), ("left out", result.skipped),
+                    ("warning", result.warnings))  # fmt: skip
+        for label, items in labelled:
             for member, reason in items:
                 say(f"{label} {name}: {member}: {reason}")
 

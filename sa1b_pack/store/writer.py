@@ -40,11 +40,13 @@ ON_ERROR = ("fail", "skip")
 
 @dataclass
 class PartResult:
-    """A written (not yet committed) part: its manifest entry and what was left out."""
+    """A written (not yet committed) part: its manifest entry, what was left out and what was
+    packed with a doubt."""
 
     entry: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (member, reason)
     errors: list[tuple[str, str]] = field(default_factory=list)  # bad samples left out
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # packed, as written
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
@@ -121,6 +123,8 @@ def write_part(
     re-encoded at RESIZED_QUALITY, for training stores that never need the full size.
     ``on_error``: "fail" raises ShardError at the first bad sample; "skip" leaves bad samples
     out and lists them in the entry's ``errors``. A broken tar fails the shard either way.
+    Samples packed with a doubt (source.checks) are listed in the entry's ``warnings``; masks
+    given as uncompressed RLE are counted in ``converted``.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -243,6 +247,8 @@ def _fill_part(
         finally:
             collected.close(syncer)
         order = collected.samples()
+        packed = [collected.jsons[k] for k in order]
+        warnings = [(record.member, text) for record in packed for text in record.ann.warnings]
         images, annotations = build_tables(order, collected.jpegs, collected.jsons)
         for table, (parquet, arrow) in zip(
             (images, annotations), TABLE_FILES.values(), strict=True
@@ -263,6 +269,8 @@ def _fill_part(
         "resized_bytes": collected.resized_file.size,
         "skipped_members": [list(s) for s in collected.skipped],
         "errors": [list(e) for e in collected.errors],
+        "warnings": [list(w) for w in warnings],
+        "converted": {"uncompressed_rle": sum(record.ann.converted for record in packed)},
         "files": {f: digests[f] for f in PART_FILES},
     }
-    return PartResult(entry, collected.skipped, collected.errors)
+    return PartResult(entry, collected.skipped, collected.errors, warnings)

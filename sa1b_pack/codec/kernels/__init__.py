@@ -34,7 +34,7 @@ from .runs import (
     runs_area,
     runs_bbox,
 )
-from .strings import encode_counts, parse_counts, parse_counts_batch
+from .strings import encode_counts, encode_counts_batch, parse_counts, parse_counts_batch
 
 __all__ = [
     "ERR_BAD_CHAR",
@@ -49,6 +49,7 @@ __all__ = [
     "decode_masks",
     "decode_masks_parallel",
     "encode_counts",
+    "encode_counts_batch",
     "foreground_intervals",
     "mask_to_runs",
     "pairwise_intersections",

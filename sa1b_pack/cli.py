@@ -35,11 +35,13 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     )
     left_out = sum(len(v) for v in report.skipped_members.values())
     bad = sum(len(v) for v in report.errors.values())
+    warned = sum(len(v) for v in report.warnings.values())
     print(
         f"packed {len(report.packed)} shards ({report.images} images, {report.masks} masks), "
         f"{len(report.skipped_existing)} already in the store, {len(report.failed)} failed, "
-        f"{left_out} members left out, {bad} bad samples skipped, {len(report.damaged)} "
-        f"damaged tars packed up to the break, {len(report.changed)} changed since packed"
+        f"{left_out} members left out, {bad} bad samples skipped, {warned} warnings, "
+        f"{len(report.damaged)} damaged tars packed up to the break, {len(report.changed)} "
+        "changed since packed"
     )
     for error in [*report.failed.values(), *report.changed.values()]:
         print(f"FAILED {error}", file=sys.stderr)
@@ -160,7 +162,8 @@ def _cmd_errors(args: argparse.Namespace) -> int:
     rows = left_out(read_manifest(args.dst))
     for row in rows:
         print(f"{row['shard']}\t{row['kind']}\t{row['member']}\t{row['reason']}")
-    print(f"{len(rows)} problems recorded", file=sys.stderr)
+    warned = sum(row["kind"] == "warning" for row in rows)
+    print(f"{len(rows) - warned} problems recorded, {warned} warnings", file=sys.stderr)
     return 0
 
 
@@ -292,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = _command(
         sub,
         "errors",
-        "what packing left out or found: failed shards, damaged tars, bad samples, duplicates",
+        "what packing left out or found: failed shards, damaged tars, bad samples, warnings",
     )
     e.add_argument("dst", help="store folder")
     e.set_defaults(func=_cmd_errors)

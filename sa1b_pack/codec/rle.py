@@ -69,6 +69,48 @@ def runs_to_string(runs: np.ndarray) -> str:
     return out[:n].tobytes().decode("ascii")
 
 
+def encode_strings(
+    runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray, height: int, width: int
+) -> tuple[bytes, np.ndarray]:
+    """COCO strings of many masks' runs, runs[offsets[m] : offsets[m] + counts[m]] (any
+    integer dtype, e.g. uncompressed RLE counts), back to back, and each string's byte size;
+    bit-exact with pycocotools.mask.frPyObjects. ValueError naming the first mask whose runs
+    are negative, overflow 32 bits or do not sum to height * width."""
+    runs = np.ascontiguousarray(runs, dtype=np.int64)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    counts = np.ascontiguousarray(counts, dtype=np.int64)
+    out = np.empty(max(7 * len(runs), 1), dtype=np.uint8)
+    sizes = np.zeros(len(offsets), np.int64)
+    total = np.int64(height) * np.int64(width)
+    bad = kernels.encode_counts_batch(runs, offsets, counts, total, out, sizes)
+    if bad >= 0:
+        why = _PARSE_ERRORS.get(int(sizes[bad]), "runs outside the array")
+        raise ValueError(f"uncompressed RLE counts of mask {bad}: {why}")
+    return out[: int(sizes.sum())].tobytes(), sizes
+
+
+def uncompressed_to_string(counts: list[int], height: int, width: int) -> str:
+    """One uncompressed RLE's run lengths (what SAM's mask generator writes without
+    --convert-to-rle) -> its COCO string, as pycocotools.mask.frPyObjects({"size": [h, w],
+    "counts": counts}, h, w)["counts"]; ValueError for runs that are not integers, are
+    negative or do not sum to height * width (pycocotools checks none of these)."""
+    if not isinstance(counts, list) or not set(map(type, counts)) <= {int}:
+        bad = next((c for c in counts if type(c) is not int), counts)
+        raise ValueError(
+            f"uncompressed RLE counts: runs must be integers, got {type(bad).__name__} {bad!r:.40}"
+        )
+    try:
+        runs = np.array(counts, np.int64)
+    except OverflowError:
+        raise ValueError("uncompressed RLE counts: a run that overflows 32 bits") from None
+    offsets, sizes = np.zeros(1, np.int64), np.array([len(runs)], np.int64)
+    try:
+        data, _ = encode_strings(runs, offsets, sizes, height, width)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(" of mask 0", "")) from None
+    return data.decode("ascii")
+
+
 def mask_to_runs(mask: np.ndarray) -> np.ndarray:
     """Column-major runs (uint32) of a dense (H, W) mask; nonzero is foreground."""
     mask = np.asarray(mask)

@@ -1,16 +1,21 @@
-"""One SA-1B annotation JSON <-> typed columns, both directions, exactly as the source has it.
+"""One SA-1B annotation JSON -> typed columns, exactly as the source has it.
 
 Parsing validates and copies every field named in ``columns.py``; nothing is "fixed", and the
 COCO counts strings are kept as written (parsed here only to prove them well-formed). Unknown
-keys are kept as JSON in ``extra``. ``build_document`` is the inverse: the JSON rebuilt from
-stored columns compares equal to the source's (a bbox written as ints comes back as floats).
+keys are kept as JSON in ``extra``. ``document.build_document`` is the inverse.
+
+Uncompressed RLE (``counts`` a list of run lengths, as SAM's mask generator writes without
+--convert-to-rle) is stored as its COCO string, so every reader works unchanged, and marked in
+the mask's ``extra`` as ``{"segmentation": {"counts": "uncompressed_rle"}}``: ``counts`` is a
+known key, so no unknown source key can ever sit there, and the rebuild turns the string back
+into the exact list (the string keeps every run, zero-length ones included). The store format
+is unchanged. Cross-mask rejections and warnings are in checks.py.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import repeat
 from operator import eq
 from typing import Any
@@ -19,7 +24,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from ..codec.rle import string_to_runs
+from ..codec.rle import RUNS_DTYPE, string_to_runs, uncompressed_to_string
+from . import checks
 from .columnar import Irregular, MaskColumns, convert_masks
 from .columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, copied
 
@@ -34,6 +40,7 @@ SEGMENTATION_KEYS = ("size", "counts")
 ANNOTATION_KEYSET = frozenset(ANNOTATION_KEYS)
 SEGMENTATION_KEYSET = frozenset(SEGMENTATION_KEYS)
 
+UNCOMPRESSED = "uncompressed_rle"  # extra.segmentation.counts of a mask given as a run list
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 
@@ -56,6 +63,8 @@ class ImageAnnotations:
     counts_sizes: np.ndarray  # (N,) int64, bytes of each string
     extra: str | None
     extras: list[str | None]
+    converted: int = 0  # masks given as uncompressed RLE, stored as COCO strings
+    warnings: list[str] = field(default_factory=list)  # packed as written, but doubtful
 
     def __len__(self) -> int:
         return len(self.counts_sizes)
@@ -153,7 +162,7 @@ def _dump(extra: dict) -> str | None:
     return orjson.dumps(extra).decode() if extra else None
 
 
-def _segmentation(ann: dict, height: int, width: int) -> tuple[int, int, bytes]:
+def _segmentation(ann: dict, height: int, width: int) -> tuple[int, int, str, np.ndarray]:
     seg = _get(ann, "segmentation", "")
     if not isinstance(seg, dict):
         raise AnnotationError("segmentation must be an object")
@@ -166,10 +175,14 @@ def _segmentation(ann: dict, height: int, width: int) -> tuple[int, int, bytes]:
             f"segmentation.size {h}x{w} (h x w) does not match the image {height}x{width}"
         )
     counts = _get(seg, "counts", "segmentation.")
-    if not isinstance(counts, str):
-        raise AnnotationError("segmentation.counts must be a string")
-    string_to_runs(counts, h, w)  # ValueError if malformed
-    return h, w, counts.encode("ascii")
+    if isinstance(counts, list):
+        try:
+            counts = uncompressed_to_string(counts, h, w)
+        except ValueError as exc:
+            raise AnnotationError(str(exc)) from None
+    elif not isinstance(counts, str):
+        raise AnnotationError("segmentation.counts must be a string or a list of runs")
+    return h, w, counts, string_to_runs(counts, h, w)  # ValueError if malformed
 
 
 def parse_annotation_json(raw: bytes) -> ImageAnnotations:
@@ -201,6 +214,9 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
         columns = convert_masks(anns, MASK_LIMITS, height, width)
     except Irregular:
         columns = _masks_one_by_one(anns, height, width)
+    if problem := checks.rejected(columns.masks):
+        raise AnnotationError(problem)
+    runs = (columns.runs, columns.run_offsets, columns.run_counts)
     return ImageAnnotations(
         image=fields,
         masks=columns.masks,
@@ -209,20 +225,31 @@ def parse_annotation_json(raw: bytes) -> ImageAnnotations:
         counts_data=columns.counts_data,
         counts_sizes=columns.counts_sizes,
         extra=_dump(extra),
-        extras=_mask_extras(anns, columns.segmentations),
+        extras=_mask_extras(anns, columns.segmentations, columns.converted),
+        converted=len(columns.converted),
+        warnings=checks.warnings(fields, columns.masks, *runs),
     )
 
 
-def _mask_extras(anns: list[dict], segmentations: list[dict]) -> list[str | None]:
-    """The JSON of each annotation's unknown keys (None when it has none, as released)."""
-    if all(map(eq, map(dict.keys, anns), repeat(ANNOTATION_KEYSET))) and all(
-        map(eq, map(dict.keys, segmentations), repeat(SEGMENTATION_KEYSET))
+def _mask_extras(
+    anns: list[dict], segmentations: list[dict], converted: np.ndarray
+) -> list[str | None]:
+    """The JSON of each annotation's unknown keys (None when it has none, as released), plus
+    the mark of counts given as uncompressed RLE."""
+    if (
+        not len(converted)
+        and all(map(eq, map(dict.keys, anns), repeat(ANNOTATION_KEYSET)))
+        and all(map(eq, map(dict.keys, segmentations), repeat(SEGMENTATION_KEYSET)))
     ):
         return [None] * len(anns)
+    uncompressed = set(converted.tolist())
     extras = []
-    for ann, seg in zip(anns, segmentations, strict=True):
+    for j, (ann, seg) in enumerate(zip(anns, segmentations, strict=True)):
         ann_extra = _extra(ann, ANNOTATION_KEYS)
-        if seg_extra := _extra(seg, SEGMENTATION_KEYS):
+        seg_extra = _extra(seg, SEGMENTATION_KEYS)
+        if j in uncompressed:
+            seg_extra["counts"] = UNCOMPRESSED
+        if seg_extra:
             ann_extra["segmentation"] = seg_extra
         extras.append(_dump(ann_extra))
     return extras
@@ -239,6 +266,8 @@ def _masks_one_by_one(anns: list, height: int, width: int) -> MaskColumns:
     point_counts = np.empty(n, np.int64)
     points: list[list[float]] = []
     strings: list[bytes] = []
+    runs: list[np.ndarray] = []
+    converted = []
     for j, ann in enumerate(anns):
         try:
             if not isinstance(ann, dict):
@@ -250,10 +279,13 @@ def _masks_one_by_one(anns: list, height: int, width: int) -> MaskColumns:
                     point_counts[j] = len(value)
                 else:
                     masks[name][j] = value
-            masks["seg_height"][j], masks["seg_width"][j], counts = _segmentation(
+            masks["seg_height"][j], masks["seg_width"][j], counts, mask_runs = _segmentation(
                 ann, height, width
             )
-            strings.append(counts)
+            strings.append(counts.encode("ascii"))
+            runs.append(mask_runs)
+            if isinstance(ann["segmentation"]["counts"], list):
+                converted.append(j)
         except (AnnotationError, ValueError) as exc:
             ann_id = ann.get("id", "?") if isinstance(ann, dict) else "?"
             raise AnnotationError(f"annotations[{j}] (id {ann_id}): {exc}") from None
@@ -264,60 +296,8 @@ def _masks_one_by_one(anns: list, height: int, width: int) -> MaskColumns:
         counts_data=b"".join(strings),
         counts_sizes=np.array([len(c) for c in strings], np.int64),
         segmentations=[ann["segmentation"] for ann in anns],
+        runs=np.concatenate([np.empty(0, RUNS_DTYPE), *runs]),
+        run_offsets=np.cumsum([0, *map(len, runs)])[:-1].astype(np.int64),
+        run_counts=np.array([len(r) for r in runs], np.int64),
+        converted=np.array(converted, np.int64),
     )
-
-
-def _plain(value: Any, column: Column) -> Any:
-    """A stored value as the JSON type its column came from."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, pa.Scalar):
-        return value.as_py()
-    if column.type == pa.float64():
-        return float(value)
-    if pa.types.is_integer(column.type):
-        return int(value)
-    return value
-
-
-def _put(obj: dict, path: str, value: Any) -> None:
-    """obj[a][b]... = value for a dotted path; a number indexes a list, created as needed."""
-    keys = path.split(".")
-    last = keys[-1]
-    for key, child in itertools.pairwise(keys):
-        obj = obj.setdefault(key, [] if child.isdigit() else {})
-    if last.isdigit():
-        obj.extend([None] * (int(last) + 1 - len(obj)))
-        obj[int(last)] = value
-    else:
-        obj[last] = value
-
-
-def _loads(value: str | None) -> dict[str, Any]:
-    return orjson.loads(value) if value is not None else {}
-
-
-def build_document(
-    image: Mapping[str, Any],
-    masks: Mapping[str, Sequence[Any]],
-    strings: Sequence[str],
-    image_extra: str | None,
-    mask_extras: Sequence[str | None],
-) -> dict[str, Any]:
-    """The ``sa_<N>.json`` document from stored columns (by column name), the masks' COCO
-    strings and the JSON of unknown keys: the inverse of ``parse_annotation_json``."""
-    extra = _loads(image_extra)
-    doc_image: dict[str, Any] = {}
-    for c in IMAGE_FIELDS:
-        _put(doc_image, c.source, _plain(image[c.name], c))
-    doc_image.update(extra.pop("image", {}))
-    annotations = []
-    for j, counts in enumerate(strings):
-        ann: dict[str, Any] = {}
-        for c in MASK_FIELDS:
-            _put(ann, c.source, _plain(masks[c.name][j], c))
-        more = _loads(mask_extras[j])
-        ann["segmentation"].update(counts=counts, **more.pop("segmentation", {}))
-        ann.update(more)
-        annotations.append(ann)
-    return {"image": doc_image, "annotations": annotations, **extra}

@@ -6,6 +6,9 @@ one kernel call) instead of value by value in Python. Anything irregular (a miss
 wrong type, a value out of range, a malformed string) raises ``Irregular``: the caller then
 re-parses the image value by value, which finds the same first problem the same way and
 words it exactly (annotation.py). So this path only has to be strict, never eloquent.
+
+Uncompressed RLE counts (lists of runs) are checked and encoded to COCO strings in one kernel
+call too, and every string's runs are kept for the derived checks (checks.py).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..codec import kernels
-from ..codec.rle import RUNS_DTYPE
+from ..codec.rle import RUNS_DTYPE, encode_strings
 from .columns import Column
 
 NUMBERS = frozenset((int, float))  # exact JSON types: bool is excluded, as value by value
@@ -39,6 +42,10 @@ class MaskColumns:
     counts_data: bytes
     counts_sizes: np.ndarray
     segmentations: list[dict]
+    runs: np.ndarray  # every mask's runs, for the derived checks; not stored
+    run_offsets: np.ndarray
+    run_counts: np.ndarray
+    converted: np.ndarray  # (K,) int64: masks whose counts were uncompressed RLE, encoded here
 
 
 def _types_within(values: Any, allowed: frozenset) -> None:
@@ -116,13 +123,43 @@ def convert_masks(
     n = len(anns)
     masks["seg_height"] = np.full(n, height, np.int32)
     masks["seg_width"] = np.full(n, width, np.int32)
-    data, lengths = _checked_strings(strings, height * width)
+    converted = np.empty(0, np.int64)
+    if list in set(map(type, strings)):
+        strings, converted = _encoded_lists(strings, height, width)
+    data, lengths, runs = _checked_strings(strings, height * width)
     assert point_counts is not None and points is not None
-    return MaskColumns(masks, point_counts, points, data, lengths, segmentations)
+    return MaskColumns(masks, point_counts, points, data, lengths, segmentations, *runs, converted)
 
 
-def _checked_strings(strings: list, total: int) -> tuple[bytes, np.ndarray]:
-    """The COCO strings back to back and their lengths, after one kernel parse of all of them."""
+def _encoded_lists(strings: list, height: int, width: int) -> tuple[list, np.ndarray]:
+    """The counts with every uncompressed RLE (list of runs) replaced by its COCO string, all
+    encoded in one kernel call; and which were replaced."""
+    converted = [j for j, s in enumerate(strings) if s.__class__ is list]
+    lists = [strings[j] for j in converted]
+    flat = list(chain.from_iterable(lists))
+    _types_within(flat, INTS)
+    try:
+        runs = np.array(flat, np.int64)
+    except OverflowError:
+        raise Irregular from None
+    counts = np.fromiter(map(len, lists), np.int64, len(lists))
+    try:
+        data, sizes = encode_strings(runs, np.cumsum(counts) - counts, counts, height, width)
+    except ValueError:
+        raise Irregular from None
+    strings = list(strings)
+    ends = np.cumsum(sizes).tolist()
+    text = data.decode("ascii")
+    for j, a, b in zip(converted, [0, *ends], ends, strict=False):
+        strings[j] = text[a:b]
+    return strings, np.array(converted, np.int64)
+
+
+def _checked_strings(
+    strings: list, total: int
+) -> tuple[bytes, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The COCO strings back to back, their lengths and (runs, run_offsets, run_counts), from
+    one kernel parse of all of them."""
     _types_within(strings, frozenset((str,)))
     try:
         data = "".join(strings).encode("ascii")
@@ -139,4 +176,4 @@ def _checked_strings(strings: list, total: int) -> tuple[bytes, np.ndarray]:
     )
     if bad >= 0:
         raise Irregular
-    return data, lengths
+    return data, lengths, (runs, run_offsets, run_counts)

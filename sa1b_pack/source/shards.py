@@ -19,6 +19,8 @@ from typing import BinaryIO
 
 import fsspec
 
+from .sniff import SNIFF_BYTES, not_a_tar
+
 SHARD_FILE = re.compile(r"^sa_(\d{6})\.tar$")
 SAMPLE_MEMBER = re.compile(r"^sa_(\d+)\.(jpg|json)$")
 SHARD_FOLDER = re.compile(r"^sa_\d+$")
@@ -217,4 +219,15 @@ def iter_members(path: str | os.PathLike, shard: str | None = None) -> Iterator[
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         if last is not None:
             raise TarDamage(shard, last, f"unreadable tar after this member ({exc})") from None
+        if (what := _sniff(path)) is not None:  # an error page saved as the shard, say
+            raise ShardError(shard, None, what) from None
         raise ShardError(shard, None, f"unreadable tar at the start ({exc})") from None
+
+
+def _sniff(path: str | os.PathLike) -> str | None:
+    """What a file that is not a tar is instead, from its first bytes (None: no idea)."""
+    try:
+        with fsspec.open(os.fspath(path), "rb") as f:
+            return not_a_tar(f.read(SNIFF_BYTES))
+    except OSError:
+        return None  # keep tarfile's message

@@ -97,8 +97,8 @@ def left_out(manifest: dict[str, Any]) -> list[dict[str, str]]:
     """What packing left out or found wrong: shards that failed (``kind`` "failed", not in
     the store: the next pack retries them), tars that break off (``kind`` "damaged": the
     samples after ``member`` are missing), bad samples skipped (``kind`` "error", with
-    ``--on-error skip``), stray or unpaired members (``kind`` "skipped") and image ids held by
-    two shards (``kind`` "duplicate")."""
+    ``--on-error skip``), stray or unpaired members (``kind`` "skipped"), samples packed as
+    written despite a warning ("warning") and image ids held by two shards ("duplicate")."""
     rows = [
         {"shard": name, "member": "", "kind": "failed", "reason": failure["reason"]}
         for name, failure in sorted(manifest.get("failed", {}).items())
@@ -108,7 +108,8 @@ def left_out(manifest: dict[str, Any]) -> list[dict[str, str]]:
         if damage := entry.get("damage"):
             why = f"{damage[1]}: the samples from here on are missing"
             rows.append({"shard": name, "member": damage[0], "kind": "damaged", "reason": why})
-        for kind, key in (("error", "errors"), ("skipped", "skipped_members")):
+        kinds = (("error", "errors"), ("skipped", "skipped_members"), ("warning", "warnings"))
+        for kind, key in kinds:
             for member, reason in entry.get(key, []):
                 rows.append({"shard": name, "member": member, "kind": kind, "reason": reason})
         for other, count, first in entry.get("duplicates", []):
@@ -136,6 +137,7 @@ def summary(manifest: dict[str, Any], url: str) -> dict[str, Any]:
         "damaged_shards": sum("damage" in e for e in entries),
         "duplicate_ids": sum(d[1] for e in entries for d in e.get("duplicates", [])),
         "subset": _subset_name(manifest.get("subset")),
+        "warnings": sum(len(e.get("warnings", [])) for e in entries),
     }
 
 

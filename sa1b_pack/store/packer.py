@@ -43,6 +43,7 @@ class PackReport:
     duplicates: dict[str, list[Any]] = field(default_factory=dict)  # shard -> ids also elsewhere
     skipped_members: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # bad samples skipped
+    warnings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # packed, doubtful
     images: int = 0
     masks: int = 0
 
@@ -248,7 +249,11 @@ class Packer:
             report.damaged[name] = entry["damage"]
             say(f"DAMAGED {name}: packed the whole samples before {entry['damage'][0]}: "
                 f"{entry['damage'][1]}")  # fmt: skip
-        for label, items in (("skipped", result.errors), ("left out", result.skipped)):
+        if result.warnings:
+            report.warnings[name] = result.warnings
+        labelled = (("skipped", result.errors), ("left out", result.skipped),
+                    ("warning", result.warnings))  # fmt: skip
+        for label, items in labelled:
             for member, reason in items:
                 say(f"{label} {name}: {member}: {reason}")
         for other, count, first in duplicates:

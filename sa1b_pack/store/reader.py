@@ -222,7 +222,7 @@ class Store:
         return subset_indices(self, read_ids(ids), missing)
 
     def errors(self) -> list[dict[str, str]]:
-        """What packing left out (see manifest.left_out)."""
+        """What packing left out, and samples packed with a warning (see manifest.left_out)."""
         return left_out(self.manifest)
 
     def info(self) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import numpy as np
 import simplejpeg
 
 from ..codec import rle as mask_codec
-from ..source.annotation import build_document
 from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS
+from ..source.document import build_document
 from .errors import StoreError
 from .format import JPEG_PAYLOAD, RESIZED_PAYLOAD
 from .parts import Part, attached_spec
@@ -216,7 +216,8 @@ class Sample:
         return data[offset : offset + size].tobytes().decode("ascii", errors="replace")
 
     def rle(self, j: int) -> dict[str, Any]:
-        """Mask ``j`` as COCO RLE: ``counts`` is the source string, byte for byte."""
+        """Mask ``j`` as COCO RLE: ``counts`` is the source string, byte for byte (for a mask
+        given as uncompressed RLE, its pycocotools string; ``document()`` gives the list)."""
         if not 0 <= j < self._n:
             raise IndexError(f"mask {j} out of range for {self._n} masks")
         data, offsets, sizes = self._strings([j])

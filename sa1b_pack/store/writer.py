@@ -41,12 +41,14 @@ ON_ERROR = ("fail", "skip")
 
 @dataclass
 class PartResult:
-    """A written (not yet committed) part: its manifest entry and what was left out."""
+    """A written (not yet committed) part: its manifest entry, what was left out and what was
+    packed with a doubt."""
 
     entry: dict[str, Any]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (member, reason)
     errors: list[tuple[str, str]] = field(default_factory=list)  # bad samples left out
     image_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # sorted
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # packed, as written
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
@@ -127,6 +129,8 @@ def write_part(
     samples before the point where a tar breaks off (truncated download), recording it as the
     entry's ``damage``: [member, reason]. A tar unreadable from the start fails either way.
     ``subset`` (sorted image ids): pack only those images; the entry counts the others.
+    Samples packed with a doubt (source.checks) are listed in the entry's ``warnings``; masks
+    given as uncompressed RLE are counted in ``converted``.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
@@ -274,6 +278,8 @@ def _fill_part(
         finally:
             collected.close(syncer)
         order = collected.samples()
+        packed = [collected.jsons[k] for k in order]
+        warnings = [(record.member, text) for record in packed for text in record.ann.warnings]
         images, annotations = build_tables(order, collected.jpegs, collected.jsons)
         for table, (parquet, arrow) in zip(
             (images, annotations), TABLE_FILES.values(), strict=True
@@ -294,6 +300,8 @@ def _fill_part(
         "resized_bytes": collected.resized_file.size,
         "skipped_members": [list(s) for s in collected.skipped],
         "errors": [list(e) for e in collected.errors],
+        "warnings": [list(w) for w in warnings],
+        "converted": {"uncompressed_rle": sum(record.ann.converted for record in packed)},
         "files": {f: digests[f] for f in PART_FILES},
     }
     if damage is not None:
@@ -303,4 +311,4 @@ def _fill_part(
     ids = images.column("image_id").to_numpy()  # the tables are in image-id order
     if len(ids):
         entry["image_ids"] = [int(ids[0]), int(ids[-1])]
-    return PartResult(entry, collected.skipped, collected.errors, ids)
+    return PartResult(entry, collected.skipped, collected.errors, ids, warnings)

@@ -258,3 +258,19 @@ def test_fuzz_any_runs_decode_correctly_or_raise(runs: list[int], h: int) -> Non
         with pytest.raises(ValueError):
             masks.decode(payload, [0], [len(runs)], h, w, out=out)
         assert (out == 7).all(), "nothing written before the error"
+
+
+@given(
+    st.integers(1, 40),
+    st.lists(st.integers(0, 90), max_size=40).map(lambda r: r if len(r) % 3 else [0, 0, *r]),
+)
+@settings(max_examples=300, deadline=None)
+def test_area_and_bbox_of_any_runs_equal_the_reference(height: int, runs: list[int]) -> None:
+    """Run lists with zero-length runs anywhere and jumps over many columns (the packer checks
+    every mask's area and box with these kernels): the slow reference's answer."""
+    total = sum(runs)
+    width = -(-max(total, 1) // height)
+    runs = [*runs, height * width - total]
+    payload, offsets, n = pack_runs([np.array(runs)])
+    assert masks.area(payload, offsets, n)[0] == rle.runs_area(runs)
+    assert masks.bbox(payload, offsets, n, height)[0].tolist() == rle.runs_bbox(runs, height, width)

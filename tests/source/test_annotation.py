@@ -11,8 +11,9 @@ import pytest
 from pycocotools import mask as mask_util
 
 from sa1b_pack import open_store
-from sa1b_pack.codec.rle import runs_to_string
+from sa1b_pack.codec.rle import runs_to_string, string_to_runs
 from sa1b_pack.source.annotation import AnnotationError, parse_annotation_json
+from sa1b_pack.source.document import build_document
 from sa1b_pack.store.packer import pack
 
 H, W = 6, 8
@@ -329,3 +330,114 @@ def test_non_canonical_counts_survive_packing(tmp_path: Path, tools) -> None:
     assert s.area.tolist() == [int(m.sum()) for m in expected]
     points = s.point_coords  # mixed point counts: a list of (P_j, 2) arrays
     assert [p.tolist() for p in points] == [a["point_coords"] for a in doc["annotations"]]
+
+
+def uncompressed(counts: str, h: int = H, w: int = W) -> list[int]:
+    """The run list of a COCO string, as SAM writes it without --convert-to-rle."""
+    return string_to_runs(counts, h, w).tolist()
+
+
+def test_uncompressed_rle_is_stored_as_pycocotools_string() -> None:
+    doc = tiny_doc(9, [CANONICAL, ZERO_START, FULL, REDUNDANT])
+    for ann in doc["annotations"][:3]:
+        ann["segmentation"]["counts"] = uncompressed(ann["segmentation"]["counts"])
+    doc["annotations"][1]["segmentation"]["note"] = "kept"
+    parsed = parse(doc)
+    coco = [
+        mask_util.frPyObjects(a["segmentation"], H, W)["counts"] for a in doc["annotations"][:3]
+    ]
+    assert parsed.counts == [*coco, REDUNDANT.encode()]
+    assert parsed.counts[:3] == [CANONICAL.encode(), ZERO_START.encode(), FULL.encode()]
+    assert parsed.converted == 3 and parsed.warnings == []
+    mark = {"segmentation": {"counts": "uncompressed_rle"}}
+    assert [orjson.loads(e) if e else None for e in parsed.extras] == [
+        mark,
+        {"segmentation": {"counts": "uncompressed_rle", "note": "kept"}},
+        mark,
+        None,
+    ]
+    strings = [c.decode() for c in parsed.counts]
+    rebuilt = build_document(
+        parsed.image, parsed.masks | {"point_coords": [[[1.5, 2.5]]] * 4}, strings,
+        parsed.extra, parsed.extras,
+    )  # fmt: skip
+    assert rebuilt == doc
+
+
+@pytest.mark.parametrize(
+    ("counts", "why"),
+    [
+        ([50, -2], "uncompressed RLE counts: a negative run"),
+        ([47], "uncompressed RLE counts: runs that do not sum to height \\* width"),
+        ([40, 8.0], "runs must be integers, got float 8.0"),
+        ([40, True, 7], "runs must be integers, got bool"),
+        ([2**40, 1], "overflows 32 bits"),
+        ([2**64 - 1, 1], "overflows 32 bits"),
+    ],
+)
+def test_bad_uncompressed_rle_named(doc: dict, counts: list, why: str) -> None:
+    doc = copy.deepcopy(doc)
+    doc["annotations"][2]["segmentation"]["counts"] = counts
+    with pytest.raises(AnnotationError, match=why) as info:
+        parse(doc)
+    assert str(info.value).startswith(f"annotations[2] (id {doc['annotations'][2]['id']}): ")
+
+
+def test_negative_area_rejected(doc: dict) -> None:
+    doc = copy.deepcopy(doc)
+    doc["annotations"][1]["area"] = -3
+    doc["annotations"][2]["area"] = -4
+    ann_id = doc["annotations"][1]["id"]
+    with pytest.raises(AnnotationError, match=rf"^annotations\[1\] \(id {ann_id}\): area -3 is"):
+        parse(doc)
+
+
+def test_repeated_id_rejected(doc: dict) -> None:
+    doc = copy.deepcopy(doc)
+    anns = doc["annotations"]
+    anns[2]["id"] = anns[0]["id"]
+    with pytest.raises(AnnotationError, match=r"^annotations\[2\] .*repeats annotations\[0\]'s"):
+        parse(doc)
+    anns[2]["id"] = anns[1]["id"] + 1  # sparse ids stay fine, in any order
+    anns[0]["id"] = anns[1]["id"] + 2
+    assert parse(doc).warnings == []
+
+
+def coco_box(ann: dict) -> list[float]:
+    seg = ann["segmentation"]
+    return mask_util.toBbox({"size": seg["size"], "counts": seg["counts"].encode()}).tolist()
+
+
+def test_released_quirks_pass_silently(tools) -> None:
+    """bbox as toBbox or one pixel smaller (SAM's), ints among floats, predicted_iou > 1,
+    points outside their mask, sparse ids, zero-length first runs: no warning, no error."""
+    smaller = 0
+    for image_id in range(1, 9):
+        _, doc = tools.sample_pair(image_id, seed=image_id)
+        for ann in doc["annotations"]:
+            smaller += ann["bbox"] != coco_box(ann)
+        doc["annotations"][-1:] = [dict(a, bbox=[int(v) for v in a["bbox"]])
+                                   for a in doc["annotations"][-1:]]  # fmt: skip
+        assert parse(doc).warnings == []
+    assert smaller > 0  # the generator really holds SAM's boxes
+    assert parse(tiny_doc(9, [ZERO_START, FULL, CANONICAL])).warnings == []
+
+
+def test_doubtful_values_warned_and_kept(doc: dict) -> None:
+    doc = copy.deepcopy(doc)
+    anns = doc["annotations"]
+    doc["image"]["file_name"] = "photo.jpg"
+    anns[1]["area"] += 1
+    anns[2]["area"] += 2
+    anns[0]["bbox"] = [v + 1 for v in anns[0]["bbox"]]
+    parsed = parse(doc)
+    a1, a0 = anns[1], anns[0]
+    assert parsed.warnings == [
+        f"image.file_name 'photo.jpg' is not the JPEG member's name sa_{parsed.image_id}.jpg",
+        f"annotations[1] (id {a1['id']}): area {a1['area']} disagrees with its mask's "
+        f"{a1['area'] - 1} pixels (and 1 more annotations)",
+        f"annotations[0] (id {a0['id']}): bbox {[float(v) for v in a0['bbox']]} disagrees with "
+        f"its mask's box {coco_box(a0)} (toBbox; SAM's is w, h one less)",
+    ]
+    assert parsed.masks["area"][1] == a1["area"] and parsed.image["file_name"] == "photo.jpg"
+    assert parsed.masks["bbox"][0].tolist() == a0["bbox"]

@@ -150,11 +150,36 @@ def no_annotations_list(doc: dict) -> None:
     doc["annotations"] = []
 
 
+def uncompressed(spoil: Callable[[list[int]], list] = list) -> Callable[[dict], None]:
+    """Every mask's counts as the list of its runs (SAM without --convert-to-rle), the first
+    one's passed through ``spoil``."""
+
+    def change(doc: dict) -> None:
+        for k, ann in enumerate(doc["annotations"]):
+            runs = string_to_runs(ann["segmentation"]["counts"])
+            ann["segmentation"]["counts"] = spoil(runs) if k == 0 else runs
+
+    return change
+
+
+def repeat_id(doc: dict) -> None:
+    doc["annotations"][3]["id"] = doc["annotations"][1]["id"]
+
+
+def grow(key: str, by: list[float] | int) -> Callable[[dict], None]:
+    def change(doc: dict) -> None:
+        ann = doc["annotations"][1]
+        ann[key] = [a + b for a, b in zip(ann[key], by, strict=True)] if key == "bbox" else (
+            ann[key] + by)  # fmt: skip
+
+    return change
+
+
 @dataclass(frozen=True)
 class Case:
     """A bad input; ``expect`` is "fails" (both modes fail the shard), "sample" (fail mode
-    fails the shard, skip mode skips the sample), "reported" (left out, listed, rest packed)
-    or "packed"."""
+    fails the shard, skip mode skips the sample), "reported" (left out, listed, rest packed),
+    "warned" (packed as written, listed as a warning) or "packed"."""
 
     group: str
     name: str
@@ -178,6 +203,13 @@ CASES = [
     Case("truncated tar", "cut after the last member (no end marker)",
          lambda: cut(with_entries([]), after("sa_3.json")), "damaged", "sa_3.json"),
     Case("truncated tar", "gzip'd tar cut short", _gzip_cut, "damaged", ""),
+    Case("not a tar", "an HTML error page saved as the shard",
+         lambda: b"<!DOCTYPE html><html><head><title>403 Forbidden</title></head></html>",
+         "fails", "HTML"),
+    Case("not a tar", "an S3-style XML error saved as the shard",
+         lambda: b'<?xml version="1.0"?><Error><Code>AccessDenied</Code>'
+                 b"<Message>Request has expired</Message></Error>", "fails", "AccessDenied"),
+    Case("not a tar", "an empty file", lambda: b"", "fails", "empty"),
     Case("malformed RLE", "character outside '0'..'o'",
          lambda: with_doc(set_counts(lambda c, t: c[:-1] + "~")), "sample", "sa_2.json"),
     Case("malformed RLE", "ends inside a continuation",
@@ -189,6 +221,14 @@ CASES = [
     Case("malformed RLE", "a negative run",
          lambda: with_doc(set_counts(lambda c, t: runs_to_string([t + 5, -5]))), "sample",
          "sa_2.json"),
+    Case("malformed RLE", "uncompressed RLE with a negative run",
+         lambda: with_doc(uncompressed(lambda r: [r[0] + 5, -5, *r[1:]])), "sample",
+         "sa_2.json"),
+    Case("malformed RLE", "uncompressed RLE not summing to h*w",
+         lambda: with_doc(uncompressed(lambda r: r[:-1])), "sample", "sa_2.json"),
+    Case("malformed RLE", "uncompressed RLE with a non-integer run",
+         lambda: with_doc(uncompressed(lambda r: [*r[:-1], r[-1] - 0.5, 0.5])), "sample",
+         "sa_2.json"),
     Case("missing keys", "no segmentation.counts",
          lambda: with_doc(delete("annotations.0.segmentation.counts")), "sample", "sa_2.json"),
     Case("missing keys", "no image.height", lambda: with_doc(delete("image.height")), "sample",
@@ -199,6 +239,16 @@ CASES = [
          lambda: with_doc(set_value("annotations.0.area", "12")), "sample", "sa_2.json"),
     Case("wrong types", "a bool where an integer belongs",
          lambda: with_doc(set_value("image.image_id", True)), "sample", "sa_2.json"),
+    Case("odd values", "a negative area", lambda: with_doc(set_value("annotations.2.area", -7)),
+         "sample", "sa_2.json"),
+    Case("odd values", "two annotations with one id", lambda: with_doc(repeat_id), "sample",
+         "sa_2.json"),
+    Case("doubtful values", "image.file_name is not the JPEG's name",
+         lambda: with_doc(set_value("image.file_name", "IMG_0042.jpg")), "warned", "sa_2.json"),
+    Case("doubtful values", "area disagrees with the mask", lambda: with_doc(grow("area", 3)),
+         "warned", "sa_2.json"),
+    Case("doubtful values", "bbox disagrees with the mask",
+         lambda: with_doc(grow("bbox", [0, 0, 2, 0])), "warned", "sa_2.json"),
     Case("broken JPEG", "garbage after SOI",
          lambda: with_jpeg(lambda j: b"\xff\xd8" + bytes(range(256)) * 4), "sample", "sa_2.jpg"),
     Case("broken JPEG", "cut in half", lambda: with_jpeg(lambda j: j[: len(j) // 2]), "sample",
@@ -225,6 +275,8 @@ CASES = [
          "sa_1.txt"),
     Case("valid", "an empty annotations list", lambda: with_doc(no_annotations_list), "packed",
          ""),
+    Case("valid", "uncompressed RLE (SAM without --convert-to-rle)",
+         lambda: with_doc(uncompressed()), "packed", ""),
 ]  # fmt: skip
 
 
@@ -236,6 +288,8 @@ class Outcome:
     errors: list[tuple[str, str]]  # skipped bad samples
     damage: list[str] | None  # [member, reason] where the tar breaks off
     skipped: list[tuple[str, str]]  # strays and orphans
+    warnings: list[tuple[str, str]]  # packed as written, doubtful
+    converted: int  # masks of the bad shard given as uncompressed RLE
     good_shard_packed: bool
     leftovers: list[str]  # part folders of shards that failed
 
@@ -248,6 +302,7 @@ def run(case: Case, folder: Path, on_error: str) -> Outcome:
     (src / "sa_000001.tar").write_bytes(good)
     report = pack(src, dst, [BAD_SHARD, GOOD_SHARD], progress=False, on_error=on_error)
     parts = sorted(p.name for p in (dst / "parts").iterdir())
+    entry = orjson.loads((dst / "manifest.json").read_bytes())["shards"].get("sa_000000", {})
     return Outcome(
         ok=report.ok,
         images=report.images,
@@ -255,6 +310,8 @@ def run(case: Case, folder: Path, on_error: str) -> Outcome:
         errors=report.errors.get("sa_000000", []),
         damage=report.damaged.get("sa_000000"),
         skipped=report.skipped_members.get("sa_000000", []),
+        warnings=report.warnings.get("sa_000000", []),
+        converted=entry.get("converted", {}).get("uncompressed_rle", 0),
         good_shard_packed="sa_000001" in report.packed,
         leftovers=[p for p in parts if p in report.failed],
     )
@@ -271,7 +328,10 @@ def describe(outcome: Outcome) -> str:
         return "skipped, recorded: " + "; ".join(f"`{m}: {r}`" for m, r in outcome.errors)
     if outcome.skipped:
         return "packed the rest; reported: " + "; ".join(f"`{m}: {r}`" for m, r in outcome.skipped)
-    return f"packed ({outcome.images - 2} images in the shard)"
+    if outcome.warnings:
+        return "packed as written; warned: " + "; ".join(f"`{m}: {r}`" for m, r in outcome.warnings)
+    converted = f", {outcome.converted} masks converted" if outcome.converted else ""
+    return f"packed ({outcome.images - 2} images in the shard{converted})"
 
 
 def table() -> str:

@@ -35,11 +35,20 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
         for outcome in (fail, skip):
             assert outcome.ok and outcome.images == 2 + 2
             assert case.member in [m for m, _ in outcome.skipped]
+    elif case.expect == "warned":
+        for outcome in (fail, skip):
+            assert outcome.ok and outcome.images == 2 + 3
+            assert not outcome.errors and not outcome.skipped
+            assert [m for m, _ in outcome.warnings] == [case.member]
+            assert "\n" not in outcome.warnings[0][1]
     else:
         assert case.expect == "packed"
         for outcome in (fail, skip):
             assert outcome.ok and not outcome.errors and not outcome.skipped
+            assert not outcome.warnings
             assert outcome.images == 2 + (3 if case.group == "valid" else 2)
+    uncompressed = case.name.startswith("uncompressed RLE (")
+    assert fail.converted == skip.converted == (4 if uncompressed else 0)
 
 
 def test_cli_reports_bad_data_without_a_traceback(

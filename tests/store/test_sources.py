@@ -51,7 +51,7 @@ def test_failed_shard_recorded_listed_and_retried(tools, tmp_path: Path, capsys)
     assert list(manifest["failed"]) == ["sa_000001"] and "sa_000001" not in manifest["shards"]
     assert main(["errors", str(dst)]) == 0
     out = capsys.readouterr().out
-    assert "sa_000001\tfailed\t" in out and "unreadable tar at the start" in out
+    assert "sa_000001\tfailed\t" in out and "an HTML page" in out and "fresh links file" in out
     assert open_store(dst).info()["failed_shards"] == 1
     shard(tools, src, 1, [3, 4])  # downloaded again
     report = pack(src, dst, [0, 1], progress=False)

@@ -151,3 +151,63 @@ def test_invalid_arrow_data_that_opens_is_found_by_verify(store: Path) -> None:
     assert open_store(store)[open_store(store).part_start(1)].image_id > 0  # opens, reads
     problems = verify(store, progress=False)
     assert any(p.startswith(f"{NAME}: images.arrow: invalid Arrow data") for p in problems)
+
+
+def coco_rle(seg: dict) -> dict:
+    """pycocotools' RLE of a segmentation, its counts compressed as pycocotools does."""
+    from pycocotools import mask as coco
+
+    if isinstance(seg["counts"], list):
+        return coco.frPyObjects(seg, *seg["size"])
+    return {"size": seg["size"], "counts": seg["counts"].encode()}
+
+
+def test_uncompressed_rle_and_warnings_round_trip(
+    tmp_path: Path, tools, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shard with uncompressed RLE counts (every other mask, zero-length first runs too) and
+    one doubtful area: packed, counted, warned; every document() equals the source JSON and
+    verify --source passes."""
+    from pycocotools import mask as coco
+
+    from sa1b_pack.codec.rle import string_to_runs
+    from sa1b_pack.store.packer import pack
+
+    docs, members = {}, []
+    for image_id in (5, 6, 8):
+        jpeg, doc = tools.sample_pair(image_id, seed=image_id)
+        for ann in doc["annotations"][::2]:
+            seg = ann["segmentation"]
+            seg["counts"] = string_to_runs(seg["counts"], *seg["size"]).tolist()
+        if image_id == 6:
+            doc["annotations"][0]["segmentation"]["counts"][:0] = [0, 0]
+            doc["annotations"][1]["area"] += 1
+        docs[image_id] = doc
+        members += [(f"sa_{image_id}.json", orjson.dumps(doc)), (f"sa_{image_id}.jpg", jpeg)]
+    write_tar(tmp_path / "src" / "sa_000000.tar", members)
+    report = pack(tmp_path / "src", tmp_path / "dst", [0], progress=False)
+    assert report.ok
+    converted = sum(len(d["annotations"][::2]) for d in docs.values())
+    ann = docs[6]["annotations"][1]
+    warning = f"annotations[1] (id {ann['id']}): area {ann['area']} disagrees with its mask's "
+    assert [(m, w[: len(warning)]) for m, w in report.warnings["sa_000000"]] == [
+        ("sa_6.json", warning)
+    ]
+    entry = orjson.loads((tmp_path / "dst" / "manifest.json").read_bytes())["shards"]["sa_000000"]
+    assert entry["converted"] == {"uncompressed_rle": converted}
+    assert entry["warnings"] == [list(w) for w in report.warnings["sa_000000"]]
+
+    store = open_store(tmp_path / "dst")
+    for s in store:
+        doc = docs[s.image_id]
+        assert s.document() == doc
+        rles = [coco_rle(a["segmentation"]) for a in doc["annotations"]]
+        assert [s.rle(j)["counts"].encode() for j in range(len(s))] == [r["counts"] for r in rles]
+        expected = coco.decode(rles).transpose(2, 0, 1) if rles else s.masks()
+        np.testing.assert_array_equal(s.masks(), expected)
+    assert verify(tmp_path / "dst", source=tmp_path / "src", progress=False) == []
+    assert [(e["kind"], e["member"]) for e in store.errors()] == [("warning", "sa_6.json")]
+    assert main(["errors", str(tmp_path / "dst")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("sa_000000\twarning\tsa_6.json\tannotations[1]")
+    assert "0 problems recorded, 1 warnings" in err

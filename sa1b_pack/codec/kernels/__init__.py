@@ -35,7 +35,7 @@ from .runs import (
     runs_bbox,
     runs_moments,
 )
-from .strings import encode_counts, parse_counts, parse_counts_batch
+from .strings import encode_counts, encode_counts_batch, parse_counts, parse_counts_batch
 
 __all__ = [
     "ERR_BAD_CHAR",
@@ -50,6 +50,7 @@ __all__ = [
     "decode_masks",
     "decode_masks_parallel",
     "encode_counts",
+    "encode_counts_batch",
     "foreground_intervals",
     "mask_to_runs",
     "pairwise_intersections",

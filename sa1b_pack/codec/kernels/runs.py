@@ -44,34 +44,56 @@ def runs_area(runs, offsets, counts, out):
 
 @jit
 def runs_bbox(runs, offsets, counts, height, out):
-    """Tight [x, y, w, h] foreground box per mask, as pycocotools.mask.toBbox (0s if empty)."""
+    """Tight [x, y, w, h] foreground box per mask, as pycocotools.mask.toBbox (0s if empty).
+
+    The column of the walk is kept by subtraction (a foreground run is mostly one column on
+    from the last), so few runs pay an integer division; once the rows span the full height,
+    only the last foreground pixel is still needed. Packing checks every mask's box with it.
+    """
+    h = np.int64(height)
     for m in range(offsets.shape[0]):
-        xs = np.int64(1) << 62
-        ys = np.int64(1) << 62
-        xe = np.int64(-1)
+        xs = np.int64(-1)
+        ys = h
         ye = np.int64(-1)
+        last = np.int64(-1)  # the last foreground pixel
         pos = np.int64(0)
-        for j in range(counts[m]):
-            r = np.int64(runs[offsets[m] + j])
-            if j & 1 and r > 0:
-                x0 = pos // height
-                y0 = pos % height
-                x1 = (pos + r - 1) // height
-                y1 = (pos + r - 1) % height
-                if x1 > x0:
-                    y0 = 0
-                    y1 = height - 1
-                xs = min(xs, x0)
-                xe = max(xe, x1)
-                ys = min(ys, y0)
-                ye = max(ye, y1)
+        col = np.int64(0)  # the column holding col_start ... col_start + h - 1
+        col_start = np.int64(0)
+        full = False  # every row is covered: only ``last`` can change the box
+        base = offsets[m]
+        for j in range(1, counts[m], 2):  # (0s, 1s) pairs: pos is the 1s' start
+            pos += np.int64(runs[base + j - 1])
+            r = np.int64(runs[base + j])
+            if r > 0:
+                last = pos + r - 1
+                if not full:
+                    d = pos - col_start
+                    if d >= 2 * h:
+                        k = d // h
+                        col += k
+                        col_start += k * h
+                        d -= k * h
+                    elif d >= h:
+                        col += 1
+                        col_start += h
+                        d -= h
+                    if xs < 0:
+                        xs = col
+                    e = d + r - 1
+                    if e >= h:  # the run goes on into the next column: every row
+                        ys = 0
+                        ye = h - 1
+                    else:
+                        ys = min(ys, d)
+                        ye = max(ye, e)
+                    full = ys == 0 and ye == h - 1
             pos += r
-        if xe < 0:
+        if last < 0:
             out[m, 0] = out[m, 1] = out[m, 2] = out[m, 3] = 0.0
         else:
             out[m, 0] = xs
             out[m, 1] = ys
-            out[m, 2] = xe - xs + 1
+            out[m, 2] = last // h - xs + 1
             out[m, 3] = ye - ys + 1
 
 

@@ -106,3 +106,42 @@ def parse_counts_batch(data, offsets, sizes, total, runs, run_offsets, run_count
         run_offsets[m] = k
         k += n
     return -1
+
+
+@jit
+def encode_counts_batch(runs, offsets, counts, total, out, sizes):
+    """Checked runs of many masks, runs[offsets[m] : offsets[m] + counts[m]] (int64, e.g. the
+    uncompressed RLE counts of SAM's mask generator), -> COCO strings back to back in ``out``.
+
+    ``out`` needs 7 bytes per run (a delta of two uint32 runs takes at most 7 characters).
+    Returns -1, or the index of the first mask with a negative run (ERR_NEGATIVE), a run past
+    32 bits (ERR_OVERFLOW) or runs not summing to ``total`` (ERR_SUM); its status is then in
+    sizes[m]. Nothing is encoded for a mask before its runs are checked.
+    """
+    k = 0
+    for m in range(offsets.shape[0]):
+        start = offsets[m]
+        end = start + counts[m]
+        if start < 0 or counts[m] < 0 or end > runs.shape[0]:
+            sizes[m] = ERR_OUT_TOO_SMALL
+            return m
+        running = np.int64(0)
+        for i in range(start, end):
+            r = np.int64(runs[i])
+            if r < 0:
+                sizes[m] = ERR_NEGATIVE
+                return m
+            if r > MAX_RUN:
+                sizes[m] = ERR_OVERFLOW
+                return m
+            running += r
+        if running != total:
+            sizes[m] = ERR_SUM
+            return m
+        n = encode_counts(runs[start:end], out[k:])
+        if n < 0:
+            sizes[m] = n
+            return m
+        sizes[m] = n
+        k += n
+    return -1

@@ -179,13 +179,18 @@ def grow(key: str, by: list[float] | int) -> Callable[[dict], None]:
 class Case:
     """A bad input; ``expect`` is "fails" (both modes fail the shard), "sample" (fail mode
     fails the shard, skip mode skips the sample), "reported" (left out, listed, rest packed),
-    "warned" (packed as written, listed as a warning) or "packed"."""
+    "warned" (packed as written, listed as a warning), "damaged" (fail mode fails the shard,
+    skip mode packs the whole samples before the break), "duplicate" (packed, the id listed),
+    "changed" (a committed shard's tar replaced: refused in both modes) or "packed".
+    With ``then``, shard 0 is packed, its tar replaced by ``then()`` and packed again: the
+    outcome is the second run's."""
 
     group: str
     name: str
     build: Callable[[], bytes]
     expect: str
     member: str  # the member the message must name
+    then: Callable[[], bytes] | None = None
 
 
 def _gzip_cut() -> bytes:
@@ -273,6 +278,13 @@ CASES = [
          lambda: with_entries([("._sa_1.jpg", b"\x00\x05\x16\x07")]), "reported", "._sa_1.jpg"),
     Case("stray members", "sa_1.txt", lambda: with_entries([("sa_1.txt", b"x")]), "reported",
          "sa_1.txt"),
+    Case("sources", "an image id also in another shard",
+         lambda: with_entries(members(100_001)), "duplicate", ""),
+    Case("sources", "a whole shard's tar replaced since it was packed",
+         lambda: with_entries([]), "changed", "", then=lambda: with_entries(members(5))),
+    Case("sources", "a damaged tar replaced by a whole download",
+         lambda: cut(with_entries([]), mid_member("sa_3.jpg")), "packed", "",
+         then=lambda: with_entries([])),
     Case("valid", "an empty annotations list", lambda: with_doc(no_annotations_list), "packed",
          ""),
     Case("valid", "uncompressed RLE (SAM without --convert-to-rle)",
@@ -290,6 +302,8 @@ class Outcome:
     skipped: list[tuple[str, str]]  # strays and orphans
     warnings: list[tuple[str, str]]  # packed as written, doubtful
     converted: int  # masks of the bad shard given as uncompressed RLE
+    changed: str | None  # a committed shard whose tar was replaced, left as it was
+    duplicates: list[str]  # "shard: ids also in other shard"
     good_shard_packed: bool
     leftovers: list[str]  # part folders of shards that failed
 
@@ -301,18 +315,28 @@ def run(case: Case, folder: Path, on_error: str) -> Outcome:
     good = tar_bytes([*members(100_001), *members(100_002)])
     (src / "sa_000001.tar").write_bytes(good)
     report = pack(src, dst, [BAD_SHARD, GOOD_SHARD], progress=False, on_error=on_error)
+    if case.then is not None:
+        (src / "sa_000000.tar").write_bytes(case.then())
+        report = pack(src, dst, [BAD_SHARD, GOOD_SHARD], progress=False, on_error=on_error)
     parts = sorted(p.name for p in (dst / "parts").iterdir())
-    entry = orjson.loads((dst / "manifest.json").read_bytes())["shards"].get("sa_000000", {})
+    manifest = orjson.loads((dst / "manifest.json").read_bytes())
+    entry = manifest["shards"].get("sa_000000", {})
     return Outcome(
         ok=report.ok,
-        images=report.images,
+        images=sum(e["images"] for e in manifest["shards"].values()),
         failed=report.failed.get("sa_000000"),
         errors=report.errors.get("sa_000000", []),
         damage=report.damaged.get("sa_000000"),
         skipped=report.skipped_members.get("sa_000000", []),
         warnings=report.warnings.get("sa_000000", []),
         converted=entry.get("converted", {}).get("uncompressed_rle", 0),
-        good_shard_packed="sa_000001" in report.packed,
+        changed=report.changed.get("sa_000000"),
+        duplicates=[
+            f"{name}: {count} image ids also in {other}: {first}"
+            for name, found in report.duplicates.items()
+            for other, count, first in found
+        ],
+        good_shard_packed="sa_000001" in report.packed + report.skipped_existing,
         leftovers=[p for p in parts if p in report.failed],
     )
 
@@ -320,6 +344,11 @@ def run(case: Case, folder: Path, on_error: str) -> Outcome:
 def describe(outcome: Outcome) -> str:
     if outcome.failed:
         return f"shard fails: `{outcome.failed}`"
+    if outcome.changed:
+        return f"left as it was packed; reported, exit status 1: `{outcome.changed}`"
+    if outcome.duplicates:
+        listed = "; ".join(f"`{d}`" for d in outcome.duplicates)
+        return f"packed; reported (`errors`: duplicate): {listed}; `index_of` names both shards"
     if outcome.damage:
         member, reason = outcome.damage
         return (f"packed the {outcome.images - 2} whole images before the break; recorded "

@@ -20,6 +20,13 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
         for outcome in (fail, skip):
             assert not outcome.ok and outcome.failed.startswith("sa_000000.tar: ")
             assert case.member in outcome.failed and "\n" not in outcome.failed
+    elif case.expect == "changed":
+        for outcome in (fail, skip):
+            assert not outcome.ok and "--repack" in outcome.changed and outcome.images == 2 + 2
+    elif case.expect == "duplicate":
+        for outcome in (fail, skip):
+            assert outcome.ok and outcome.images == 3 + 2
+            assert outcome.duplicates == ["sa_000001: 1 image ids also in sa_000000: [100001]"]
     elif case.expect == "damaged":
         assert not fail.ok and fail.failed.startswith("sa_000000.tar: ")
         assert case.member in fail.failed and fail.damage is None

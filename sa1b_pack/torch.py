@@ -2,7 +2,14 @@
 
 from .train.recipe import Recipe
 from .train.threaded import SampleError
-from .train.torch import PER_MASK, SA1BDataset, SA1BLoader, SA1BSampler, collate
+from .train.torch import (
+    PER_MASK,
+    SA1BDataset,
+    SA1BLoader,
+    SA1BSampler,
+    collate,
+    release_freed_memory,
+)
 
 __all__ = [
     "PER_MASK",
@@ -12,4 +19,5 @@ __all__ = [
     "SA1BSampler",
     "SampleError",
     "collate",
+    "release_freed_memory",
 ]

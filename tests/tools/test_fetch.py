@@ -442,6 +442,10 @@ def test_cli_fetch(
 
 
 INTERRUPTED_RUN = """
+import signal
+# Ctrl-C raises KeyboardInterrupt as in a terminal, even when the tests run as a background
+# job, whose children start with SIGINT ignored (and Python then keeps it ignored).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from sa1b_pack.fetch import download
 from sa1b_pack.fetch.run import fetch
 download.CHUNK = 4096

@@ -38,7 +38,7 @@ from .faults import crash_point
 from .format import part_files
 
 if TYPE_CHECKING:
-    from .storage import ObjectStorage
+    from .objects import ObjectStorage
 
 TMP = ".tmp-"
 RESERVED = ".bytes"  # in a temp folder: the full size of the part being downloaded

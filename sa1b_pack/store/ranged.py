@@ -22,7 +22,7 @@ from .format import ANNOTATIONS_PARQUET, COUNTS_PAYLOAD, IMAGES_PARQUET
 from .parts import Columns, attached_spec, column_values, table_columns
 
 if TYPE_CHECKING:
-    from .storage import ObjectStorage
+    from .objects import ObjectStorage
 
 FOOTER_GUESS = 1 << 16  # bytes read at the end of a Parquet file: footer in one request
 ROW_GROUP_CACHE = 8

@@ -1,0 +1,110 @@
+"""A store on object storage (s3://, gs://, any fsspec URL): parts under prefixes of their
+own, committed by manifest generations, read by counted byte ranges or through the local part
+cache (see storage.py)."""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import fsspec
+
+from .cache import PartCache
+from .errors import StoreError
+from .faults import crash_point
+from .format import (
+    MANIFESTS_DIR,
+    PART_FILES,
+    PARTS_DIR,
+)
+from .storage import RequestStats, Storage
+
+
+class ObjectStorage(Storage):
+    def __init__(self, url: str, cache: PartCache | None = None) -> None:
+        self.url = url
+        self.fs, self.base = fsspec.core.url_to_fs(url)
+        self.stats = RequestStats()
+        self.cache = cache
+
+    def _generations(self) -> list[str]:
+        try:
+            names = self.fs.ls(f"{self.base}/{MANIFESTS_DIR}", detail=False)
+        except FileNotFoundError:
+            return []
+        names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in names)
+        return [n for n in names if n.endswith(".json") and n[:-5].isdigit()]
+
+    def load_manifest(self) -> bytes | None:
+        generations = self._generations()
+        if not generations:
+            return None
+        return self.fs.cat_file(f"{self.base}/{MANIFESTS_DIR}/{generations[-1]}")
+
+    def save_manifest(self, body: bytes) -> None:
+        generations = self._generations()
+        number = int(generations[-1][:-5]) + 1 if generations else 1
+        self.fs.pipe_file(f"{self.base}/{MANIFESTS_DIR}/{number:010d}.json", body)
+
+    def writer_lock(self) -> Any:
+        return nullcontext()
+
+    @contextmanager
+    def staging(self, name: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix=f"sa1b-{name}-") as scratch:
+            yield Path(scratch)
+
+    def publish(self, folder: Path, name: str) -> dict[str, Any]:
+        prefix = f"{PARTS_DIR}/{name}-{uuid.uuid4().hex[:8]}"
+        for f in PART_FILES:
+            self.fs.put_file(str(folder / f), f"{self.base}/{prefix}/{f}")
+        return {"path": prefix}
+
+    @contextmanager
+    def add_file(self, name: str, entry: dict[str, Any], file: str) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix=f"sa1b-{name}-") as scratch:
+            local = Path(scratch) / "file"
+            yield local
+            crash_point("attach-written")
+            self.fs.put_file(str(local), f"{self.part_path(name, entry)}/{file}")
+
+    def drop_unlisted(self, shards: dict[str, dict[str, Any]]) -> None:
+        listed = {entry["path"] for entry in shards.values()}
+        try:
+            prefixes = self.fs.ls(f"{self.base}/{PARTS_DIR}", detail=False)
+        except FileNotFoundError:
+            return
+        for prefix in prefixes:
+            if f"{PARTS_DIR}/{prefix.rstrip('/').rsplit('/', 1)[-1]}" not in listed:
+                self.fs.rm(prefix, recursive=True)
+
+    def open_part(self, name: str, entry: dict[str, Any]) -> Any:
+        if self.cache is None:
+            from .ranged import RangePart
+
+            return RangePart(self, name, entry)
+        from .parts import MappedPart
+
+        for attempt in (1, 2):
+            folder = self.cache.get(self, name, entry)
+            try:
+                return MappedPart(folder, name, entry)
+            except (FileNotFoundError, StoreError):
+                if attempt == 2 or folder.is_dir():  # evicted by another process meanwhile:
+                    raise  # fetch it once more; anything else is a real error
+        raise AssertionError("unreachable")
+
+    def predownload(self, parts: list[tuple[str, dict[str, Any]]]) -> None:
+        if self.cache is not None:
+            self.cache.predownload(self, parts)
+
+    def fetch(self, path: str, start: int, end: int) -> bytes:
+        """One counted range request."""
+        data = self.fs.cat_file(path, start=start, end=end)
+        self.stats.requests += 1
+        self.stats.bytes += len(data)
+        return data

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codec import kernels
-from ..codec.rle import RUNS_DTYPE, encode_strings
+from ..codec.rle import encode_strings, parse_strings
 from .columns import Column
 
 NUMBERS = frozenset((int, float))  # exact JSON types: bool is excluded, as value by value
@@ -97,7 +96,7 @@ def convert_masks(
     anns: list, columns: tuple[tuple[Column, int], ...], height: int, width: int
 ) -> MaskColumns:
     """Every plain column of ``anns`` plus the segmentations, checked against (height, width)
-    and parsed (not kept) as runs; Irregular at the first doubt."""
+    and parsed to runs (kept for the checks); Irregular at the first doubt."""
     _types_within(anns, frozenset((dict,)))
     keys = [column.source for column, _ in columns]
     try:
@@ -126,7 +125,7 @@ def convert_masks(
     converted = np.empty(0, np.int64)
     if list in set(map(type, strings)):
         strings, converted = _encoded_lists(strings, height, width)
-    data, lengths, runs = _checked_strings(strings, height * width)
+    data, lengths, runs = _checked_strings(strings, height, width)
     assert point_counts is not None and points is not None
     return MaskColumns(masks, point_counts, points, data, lengths, segmentations, *runs, converted)
 
@@ -156,24 +155,20 @@ def _encoded_lists(strings: list, height: int, width: int) -> tuple[list, np.nda
 
 
 def _checked_strings(
-    strings: list, total: int
+    strings: list, height: int, width: int
 ) -> tuple[bytes, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The COCO strings back to back, their lengths and (runs, run_offsets, run_counts), from
-    one kernel parse of all of them."""
+    one kernel parse of all of them (``rle.parse_strings``)."""
     _types_within(strings, frozenset((str,)))
     try:
         data = "".join(strings).encode("ascii")
     except UnicodeEncodeError:
         raise Irregular from None
     lengths = np.fromiter(map(len, strings), np.int64, len(strings))
-    offsets = np.cumsum(lengths) - lengths
-    runs = np.empty(max(len(data), 1), RUNS_DTYPE)
-    run_offsets = np.zeros(len(strings), np.int64)
-    run_counts = np.zeros(len(strings), np.int64)
-    buffer = np.frombuffer(data, np.uint8)
-    bad = kernels.parse_counts_batch(
-        buffer, offsets, lengths, np.int64(total), runs, run_offsets, run_counts
-    )
-    if bad >= 0:
-        raise Irregular
-    return data, lengths, (runs, run_offsets, run_counts)
+    try:
+        runs = parse_strings(
+            np.frombuffer(data, np.uint8), np.cumsum(lengths) - lengths, lengths, height, width
+        )
+    except ValueError:
+        raise Irregular from None
+    return data, lengths, runs

@@ -91,7 +91,7 @@ def disk_bytes(path: str) -> tuple[int, int]:
 def local_readers(paths: dict[str, str], images: int) -> dict:
     import zarr
 
-    from sa1b_pack.store.parts import prefetch
+    from sa1b_pack.read.parts import prefetch
 
     nbytes = int(np.prod(SHAPE)) * DTYPE.itemsize
     readers = {}

@@ -16,8 +16,8 @@ from harness import Ctx, Result, p50, pack_store, question, ratio, row, side_by_
 from torch.utils.data import DataLoader, Subset
 
 from sa1b_pack.codec.jpeg import decode_image
-from sa1b_pack.store.attach import attach
 from sa1b_pack.torch import SA1BDataset, SA1BLoader, collate
+from sa1b_pack.write.attach import attach
 
 PRE = "pre-resized, W=0"
 TEACHER = (256, 64, 64)  # SAM ViT-H's image embedding, float16: 2 MiB per image

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import BENCH_DIR, Ctx, Result, p50, question, ratio, row, x
 
-from sa1b_pack.store.format import COUNTS_PAYLOAD, JPEG_PAYLOAD, PARTS_DIR
+from sa1b_pack.format.files import COUNTS_PAYLOAD, JPEG_PAYLOAD, PARTS_DIR
 
 MB = 1e6
 

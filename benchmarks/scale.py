@@ -40,9 +40,9 @@ def real_size_part(template: Path, dst: Path) -> Path:
     table rows repeated (spans stay inside the same payloads), committed by a manifest."""
     import pyarrow as pa
 
-    from sa1b_pack.store.format import PART_FILES, TABLE_FILES
+    from sa1b_pack.format.files import PART_FILES, TABLE_FILES
     from sa1b_pack.store.manifest import file_digest, read_manifest, write_manifest
-    from sa1b_pack.store.tables import write_table
+    from sa1b_pack.write.tables import write_table
 
     manifest = read_manifest(template)
     name = min(manifest["shards"], key=lambda n: manifest["shards"][n]["index"])

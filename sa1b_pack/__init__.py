@@ -10,17 +10,18 @@ import importlib
 from typing import Any
 
 _HOME = {
-    "FORMAT_VERSION": "store.format",
-    "PackReport": "store.packer",
-    "Packer": "store.packer",
-    "Sample": "store.reader",
+    "FORMAT_VERSION": "format.files",
+    "PackReport": "write.packer",
+    "Packer": "write.packer",
+    "Sample": "read.reader",
+    "SA1BPackError": "errors",
     "ShardError": "source.shards",
-    "Store": "store.reader",
-    "StoreError": "store.manifest",
-    "open_store": "store.reader",
-    "pack": "store.packer",
+    "Store": "read.reader",
+    "StoreError": "errors",
+    "open_store": "read.reader",
+    "pack": "write.packer",
     "parse_shards": "source.shards",
-    "verify": "store.verify",
+    "verify": "read.verify",
 }
 __all__ = sorted(_HOME)
 

@@ -15,7 +15,7 @@ from .source.shards import ShardError, available_shards, parse_shards
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from .store.packer import pack
+    from .write.packer import pack
 
     shards = parse_shards(args.shards) if args.shards else available_shards(args.src)
     if not shards:
@@ -107,8 +107,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .storage import storage_for
     from .store.manifest import attached_summary, read_manifest, summary
-    from .store.storage import storage_for
 
     storage = storage_for(args.dst)  # the manifest alone: no part is opened
     manifest = read_manifest(storage)
@@ -126,7 +126,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_attach(args: argparse.Namespace) -> int:
-    from .store.attach import attach_dir
+    from .write.attach import attach_dir
 
     report = attach_dir(args.dst, args.name, args.source, allow_missing=args.allow_missing,
                         jobs=args.jobs, progress=not args.quiet)  # fmt: skip
@@ -137,15 +137,15 @@ def _cmd_attach(args: argparse.Namespace) -> int:
 
 
 def _cmd_detach(args: argparse.Namespace) -> int:
-    from .store.attach import detach
+    from .write.attach import detach
 
     print(f"detached {args.name} from {len(detach(args.dst, args.name))} shards")
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from .read.reader import open_store
     from .render import save_sample_png
-    from .store.reader import open_store
 
     store = open_store(args.dst)
     try:
@@ -168,7 +168,7 @@ def _cmd_errors(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .store.verify import verify
+    from .read.verify import verify
 
     problems = verify(
         args.dst, source=args.source, sample=args.sample, jobs=args.jobs, progress=not args.quiet
@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors that are the user's to fix, shown as one line. Imported only once something is
     raised, so that ``--help`` and ``fetch`` do not load the store package."""
-    from .store.errors import StoreError
+    from .errors import StoreError
 
     return (ShardError, StoreError, FileNotFoundError, ValueError)
 

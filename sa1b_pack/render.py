@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .store.sample import Sample
+from .read.sample import Sample
 
 DEFAULT_LONGEST = 1500  # SA-1B images are ~1500x2250: shown at 1000x1500 by default
 ALPHA = 0.45  # fill opacity: the photo stays readable under every mask

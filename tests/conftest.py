@@ -20,8 +20,8 @@ import orjson
 import pytest
 import simplejpeg
 
-from sa1b_pack.store.packer import pack
 from sa1b_pack.testing import synth
+from sa1b_pack.write.packer import pack
 
 SOURCE_SHARDS = [0, 1, 2]
 IMAGES_PER_SHARD = 9

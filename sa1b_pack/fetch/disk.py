@@ -9,12 +9,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from ..errors import SA1BPackError
+
 STORE_PER_TAR_BYTE = 1.0  # store bytes / tar bytes, measured by `make bench` (README)
 TYPICAL_SHARD_BYTES = 11 * 10**9  # for a shard whose server does not state its size
 HEADROOM = 1 << 30  # never plan to fill a disk to the last byte
 
 
-class DiskSpaceError(Exception):
+class DiskSpaceError(SA1BPackError):
     """The chosen shards (and store) do not fit in the free space; nothing was fetched."""
 
 

@@ -24,6 +24,7 @@ import requests
 import urllib3
 from tqdm import tqdm
 
+from ..errors import SA1BPackError
 from ..progress import progress_bar, say
 
 CHUNK = 1 << 20
@@ -46,7 +47,7 @@ class Http:
     backoff: float = 1.0
 
 
-class DownloadError(Exception):
+class DownloadError(SA1BPackError):
     """A file that cannot be fetched now: expired link, 404, or out of retries."""
 
     def __init__(self, name: str, reason: str, *, expired: bool = False) -> None:

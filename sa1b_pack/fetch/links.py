@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from ..errors import SA1BPackError
 from ..source.shards import SHARD_FILE
 
 LINKS_PAGE = "https://ai.meta.com/datasets/segment-anything-downloads/"
 
 
-class ExpiredLinksError(ValueError):
+class ExpiredLinksError(SA1BPackError, ValueError):
     """The links file's signed URLs are past their expiry: a fresh file is needed."""
 
 

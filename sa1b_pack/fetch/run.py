@@ -20,9 +20,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..format.files import MANIFEST
 from ..progress import progress_bar
 from ..source.shards import shard_name
-from ..store.format import MANIFEST
 from ..store.manifest import check_files, read_manifest
 from .disk import STORE_PER_TAR_BYTE, TYPICAL_SHARD_BYTES, check_disk
 from .download import EXPIRED_HINT, Bars, DownloadError, Http, Log, Stopped, download, probe
@@ -108,7 +108,7 @@ class _Run:
     def pack_loop(self, bar: tqdm) -> None:
         """Packing thread: one Packer for the whole run (one lock, one manifest read, one
         worker pool); packs what has landed, up to ``pack_jobs`` shards at a time."""
-        from ..store.packer import Packer  # numba & co. only when packing
+        from ..write.packer import Packer  # numba & co. only when packing
 
         assert self.dst is not None
         done = False

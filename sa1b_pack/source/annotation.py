@@ -1,6 +1,6 @@
 """One SA-1B annotation JSON -> typed columns, exactly as the source has it.
 
-Parsing validates and copies every field named in ``columns.py``; nothing is "fixed", and the
+Parsing validates and copies every field named in ``format/columns.py``; nothing is "fixed", and the
 COCO counts strings are kept as written (parsed here only to prove them well-formed). Unknown
 keys are kept as JSON in ``extra``. ``document.build_document`` is the inverse.
 
@@ -25,9 +25,10 @@ import orjson
 import pyarrow as pa
 
 from ..codec.rle import RUNS_DTYPE, string_to_runs, uncompressed_to_string
+from ..errors import SA1BPackError
+from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, copied
 from . import checks
 from .columnar import Irregular, MaskColumns, convert_masks
-from .columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, copied
 
 IMAGE_FIELDS = copied(IMAGE_COLUMNS)
 MASK_FIELDS = copied(MASK_COLUMNS)
@@ -45,7 +46,7 @@ INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
 
 
-class AnnotationError(ValueError):
+class AnnotationError(SA1BPackError, ValueError):
     """A malformed annotation file; the message says which field and why."""
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..codec.rle import encode_strings, parse_strings
-from .columns import Column
+from ..format.columns import Column
 
 NUMBERS = frozenset((int, float))  # exact JSON types: bool is excluded, as value by value
 INTS = frozenset((int,))

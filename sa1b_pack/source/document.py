@@ -15,8 +15,8 @@ import orjson
 import pyarrow as pa
 
 from ..codec.rle import string_to_runs
+from ..format.columns import Column
 from .annotation import IMAGE_FIELDS, MASK_FIELDS, UNCOMPRESSED
-from .columns import Column
 
 
 def _plain(value: Any, column: Column) -> Any:

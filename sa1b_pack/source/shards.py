@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 import fsspec
 
+from ..errors import SA1BPackError
 from .sniff import SNIFF_BYTES, not_a_tar
 
 SHARD_FILE = re.compile(r"^sa_(\d{6})\.tar$")
@@ -26,7 +27,7 @@ SAMPLE_MEMBER = re.compile(r"^sa_(\d+)\.(jpg|json)$")
 SHARD_FOLDER = re.compile(r"^sa_\d+$")
 
 
-class ShardError(Exception):
+class ShardError(SA1BPackError):
     """Bad input in a shard; the message names the shard and the member."""
 
     def __init__(self, shard: str, member: str | None, reason: str) -> None:

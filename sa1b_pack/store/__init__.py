@@ -1,2 +1,2 @@
-"""The store: format and column list, storage backends, manifest, part writer, packer,
-readers and verify. The writer emits exactly what the readers consume."""
+"""What both sides of a store share above its files: the manifest (which parts are committed),
+the map from a global index to (part, row), the epoch orders over parts, and named subsets."""

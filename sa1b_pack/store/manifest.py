@@ -15,9 +15,9 @@ from typing import Any
 import fsspec
 import orjson
 
-from .errors import StoreError
-from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RESIZED_QUALITY, part_files
-from .storage import Storage, storage_for
+from ..errors import StoreError
+from ..format.files import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RESIZED_QUALITY, part_files
+from ..storage import Storage, storage_for
 
 __all__ = ["StoreError", "empty_manifest", "file_digest", "read_manifest", "write_manifest"]
 

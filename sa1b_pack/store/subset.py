@@ -14,12 +14,8 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .reader import Store
 
 ID_FORMS = re.compile(r"^(?:.*/)?(?:sa_)?(\d+)(?:\.jpg|\.json)?$")
 
@@ -56,20 +52,22 @@ def ids_digest(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, "<i8").tobytes()).hexdigest()[:16]
 
 
-def subset_indices(store: Store, ids: np.ndarray, missing: str = "error") -> np.ndarray:
-    """Sorted global indices of the store's images with these ids (every copy, if shards
-    repeat an id). ``missing``: "error" raises KeyError naming ids the store lacks (the
+def subset_indices(
+    held: np.ndarray, order: np.ndarray, ids: np.ndarray, where: str, missing: str = "error"
+) -> np.ndarray:
+    """Sorted global indices of the images with these ids (every copy, if shards repeat an
+    id), given a store's sorted ids ``held`` and their global indices ``order`` (its
+    ``id_index()``). ``missing``: "error" raises KeyError naming ids ``where`` lacks (the
     first ten and a count); "ignore" keeps the ones it has."""
     if missing not in ("error", "ignore"):
         raise ValueError(f"missing must be 'error' or 'ignore', got {missing!r}")
-    held, order = store.id_index()
     first = np.searchsorted(held, ids, "left")
     last = np.searchsorted(held, ids, "right")
     if missing == "error" and (absent := ids[first == last]).size:
         shown = ", ".join(map(str, absent[:10].tolist()))
         more = f" and {absent.size - 10} more" if absent.size > 10 else ""
         raise KeyError(
-            f"{absent.size} of {ids.size} image ids are not in {store.root}: {shown}{more} "
+            f"{absent.size} of {ids.size} image ids are not in {where}: {shown}{more} "
             "(pass missing='ignore' to use the ones it holds)"
         )
     spans = [order[a:b] for a, b in zip(first.tolist(), last.tolist(), strict=True) if b > a]

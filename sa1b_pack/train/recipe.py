@@ -15,7 +15,7 @@ import numpy as np
 from ..codec.geometry import resize_longest_shape
 from ..codec.jpeg import decode_image, decode_resized
 from ..codec.rle import decode_padded
-from ..store.reader import Store
+from ..read.reader import Store
 from .relations import mask_relations
 from .transforms import MaskTransform, Transform, apply_transforms
 

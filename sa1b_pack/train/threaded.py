@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SA1BPackError
 from . import fields
 from .recipe import Recipe, training_sample
 
 Attached = dict[str, tuple[np.dtype, tuple[int, ...]]]  # name -> (dtype, per-image shape)
 
 
-class SampleError(RuntimeError):
+class SampleError(SA1BPackError, RuntimeError):
     """A sample failed in a loader thread; says which (dataset index and image id)."""
 
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..store.attach import attached_specs
-from ..store.reader import Store, open_store
+from ..read.reader import Store, open_store
+from ..write.attach import attached_specs
 from . import fields
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler

@@ -14,7 +14,7 @@ from sa1b_pack import open_store
 from sa1b_pack.codec.rle import runs_to_string, string_to_runs
 from sa1b_pack.source.annotation import AnnotationError, parse_annotation_json
 from sa1b_pack.source.document import build_document
-from sa1b_pack.store.packer import pack
+from sa1b_pack.write.packer import pack
 
 H, W = 6, 8
 

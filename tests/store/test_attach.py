@@ -19,9 +19,9 @@ import pytest
 
 from sa1b_pack import open_store, pack, verify
 from sa1b_pack.cli import main
-from sa1b_pack.store.attach import attach, attach_dir, detach
-from sa1b_pack.store.errors import StoreError
+from sa1b_pack.errors import StoreError
 from sa1b_pack.store.manifest import read_manifest
+from sa1b_pack.write.attach import attach, attach_dir, detach
 
 SHAPE = (4, 8, 8)
 
@@ -158,7 +158,7 @@ ATTACH_SCRIPT = textwrap.dedent("""
     import sys, time
     import numpy as np
     from tests.store.test_attach import teacher
-    from sa1b_pack.store.attach import attach
+    from sa1b_pack.write.attach import attach
 
     def slow(sample):
         time.sleep({pause})

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sa1b_pack import StoreError, open_store, pack
-from sa1b_pack.store.cache import TMP
+from sa1b_pack.storage.cache import TMP
 
 SHARDS = [0, 1, 2]
 URL = "s3://bucket/cached"

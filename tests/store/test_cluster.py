@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from sa1b_pack import open_store, pack
+from sa1b_pack.read.verify import verify
 from sa1b_pack.store.manifest import read_manifest
-from sa1b_pack.store.verify import verify
 
 SHARDS = [0, 1, 2]
 

@@ -12,14 +12,14 @@ import orjson
 import pytest
 
 from sa1b_pack import StoreError, open_store
+from sa1b_pack.storage import storage_for
 from sa1b_pack.store.manifest import (
     empty_manifest,
     file_digest,
     read_manifest,
     write_manifest,
 )
-from sa1b_pack.store.packer import pack
-from sa1b_pack.store.storage import storage_for
+from sa1b_pack.write.packer import pack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ def test_second_packer_in_process_is_refused(tmp_path: Path, source_dir: Path) -
 def test_lock_dies_with_its_process(tmp_path: Path, source_dir: Path) -> None:
     code = (
         "import sys, time\n"
-        "from sa1b_pack.store.storage import storage_for\n"
+        "from sa1b_pack.storage import storage_for\n"
         "with storage_for(sys.argv[1]).writer_lock():\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(120)\n"

@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from sa1b_pack import StoreError, open_store
+from sa1b_pack.format.files import FORMAT_VERSION, PART_FILES
 from sa1b_pack.source.identity import source_identity
-from sa1b_pack.store.format import FORMAT_VERSION, PART_FILES
 from sa1b_pack.store.manifest import file_digest, read_manifest
-from sa1b_pack.store.packer import pack
 from sa1b_pack.testing import synth
+from sa1b_pack.write.packer import pack
 
 REPO = Path(__file__).resolve().parents[2]
 MEMBER_COLUMNS = ["jpeg_member", "json_member"]

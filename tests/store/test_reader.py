@@ -12,8 +12,8 @@ import simplejpeg
 from pycocotools import mask as mask_util
 
 from sa1b_pack import Store, StoreError, open_store
-from sa1b_pack.store.format import FORMAT_VERSION
-from sa1b_pack.store.packer import pack
+from sa1b_pack.format.files import FORMAT_VERSION
+from sa1b_pack.write.packer import pack
 
 
 @pytest.fixture(scope="module")
@@ -298,7 +298,7 @@ def test_mask_iou_and_containment_equal_pycocotools(store: Store, source_images)
 
 
 def test_prefetch_accepts_any_range_and_plain_arrays(packed_dir: Path) -> None:
-    from sa1b_pack.store.parts import prefetch
+    from sa1b_pack.read.parts import prefetch
 
     jpeg = open_store(packed_dir).part(0)._payloads["jpeg.bin"]
     for start, size in ((0, 1), (1, 4095), (4097, 10), (len(jpeg) - 3, 3), (5, 0)):

@@ -13,7 +13,7 @@ from sa1b_pack import open_store
 from sa1b_pack.cli import main
 from sa1b_pack.source.identity import source_change, source_identity
 from sa1b_pack.store.manifest import read_manifest
-from sa1b_pack.store.packer import pack
+from sa1b_pack.write.packer import pack
 
 
 def shard(tools, folder: Path, index: int, ids: list[int], seed: int = 0) -> Path:

@@ -11,9 +11,9 @@ import pytest
 from sa1b_pack import StoreError, open_store
 from sa1b_pack.cli import main
 from sa1b_pack.store.manifest import read_manifest
-from sa1b_pack.store.packer import pack
 from sa1b_pack.store.subset import image_id_of, read_ids
 from sa1b_pack.torch import SA1BDataset
+from sa1b_pack.write.packer import pack
 
 
 def test_every_form_of_an_entry(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from sa1b_pack import StoreError, open_store
 from sa1b_pack.cli import main
-from sa1b_pack.store.format import PART_FILES
-from sa1b_pack.store.verify import verify
+from sa1b_pack.format.files import PART_FILES
+from sa1b_pack.read.verify import verify
 from tests.conftest import write_tar
 
 NAME = "sa_000001"
@@ -171,7 +171,7 @@ def test_uncompressed_rle_and_warnings_round_trip(
     from pycocotools import mask as coco
 
     from sa1b_pack.codec.rle import string_to_runs
-    from sa1b_pack.store.packer import pack
+    from sa1b_pack.write.packer import pack
 
     docs, members = {}, []
     for image_id in (5, 6, 8):

@@ -10,7 +10,7 @@ import pytest
 
 from sa1b_pack import open_store
 from sa1b_pack.cli import EPILOG, build_parser, main
-from sa1b_pack.store.format import FORMAT_VERSION
+from sa1b_pack.format.files import FORMAT_VERSION
 from sa1b_pack.store.manifest import read_manifest
 
 

@@ -30,8 +30,8 @@ from sa1b_pack.fetch.download import Http, Log
 from sa1b_pack.fetch.links import ExpiredLinksError, read_links
 from sa1b_pack.fetch.run import fetch
 from sa1b_pack.store.manifest import read_manifest
-from sa1b_pack.store.packer import pack
 from sa1b_pack.testing.synth import synth_shards
+from sa1b_pack.write.packer import pack
 
 SHARDS = [0, 1, 2, 3]
 STALL = 1.0  # seconds a stalling server sleeps: longer than the client's timeout below

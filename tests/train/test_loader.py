@@ -173,7 +173,7 @@ def attached_store(packed_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 
     import numpy as np
 
-    from sa1b_pack.store.attach import attach
+    from sa1b_pack.write.attach import attach
 
     dst = tmp_path_factory.mktemp("attached") / "store"
     shutil.copytree(packed_dir, dst)

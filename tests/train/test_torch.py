@@ -188,7 +188,7 @@ def test_spilled_index_under_spawn_workers(packed_dir: Path, spill_everything: P
 def test_only_the_adapter_imports_torch() -> None:
     code = (
         "import sys, sa1b_pack, sa1b_pack.cli, sa1b_pack.train.recipe, sa1b_pack.testing.synth, "
-        "sa1b_pack.store.packer, sa1b_pack.store.reader; print('torch' in sys.modules)"
+        "sa1b_pack.write.packer, sa1b_pack.read.reader; print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

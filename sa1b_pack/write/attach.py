@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from ..format.files import ATTACHED_DIR, ATTACHED_NAME
 from ..progress import progress_bar
-from .faults import crash_point
-from .format import ATTACHED_DIR, ATTACHED_NAME
-from .manifest import read_manifest, write_manifest
-from .reader import Sample, Store
-from .storage import Storage, storage_for
+from ..read.reader import Sample, Store
+from ..storage import Storage, storage_for
+from ..storage.faults import crash_point
+from ..store.manifest import read_manifest, write_manifest
 
 Fn = Callable[[Sample], "np.ndarray | None"]
 SHOWN = 10  # missing images named in an error, before "... and N more"

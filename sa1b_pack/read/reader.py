@@ -17,17 +17,35 @@ from typing import Any
 
 import numpy as np
 
-from .cache import PartCache
-from .errors import StoreError
-from .manifest import left_out, read_manifest, shard_names, summary
-from .order import DEFAULT_WINDOW, epoch_order
-from .parts import Part
+from ..errors import StoreError
+from ..storage import Storage, storage_for
+from ..storage.cache import PartCache
+from ..store.manifest import left_out, read_manifest, shard_names, summary
+from ..store.order import DEFAULT_WINDOW, epoch_order
+from ..store.spanner import Spanner
+from ..store.subset import read_ids, subset_indices
+from .parts import MappedPart, Part
+from .ranged import RangePart
 from .sample import Sample
-from .spanner import Spanner
-from .storage import storage_for
-from .subset import read_ids, subset_indices
 
-__all__ = ["Sample", "Store", "StoreError", "open_store"]
+__all__ = ["Sample", "Store", "StoreError", "open_part", "open_store"]
+
+
+def open_part(storage: Storage, name: str, entry: dict[str, Any]) -> Part:
+    """A committed part, memory-mapped where its files are (or can be fetched) on local disk,
+    else read by byte range. A cached part evicted by another process meanwhile is fetched
+    once more; anything else is a real error."""
+    for attempt in (1, 2):
+        folder = storage.local_folder(name, entry)
+        if folder is None:
+            return RangePart(storage, name, entry)
+        try:
+            return MappedPart(folder, name, entry)
+        except (FileNotFoundError, StoreError):
+            if attempt == 2 or folder.is_dir():
+                raise
+    raise AssertionError("unreachable")
+
 
 # Open parts kept per process. A mapped part holds no file descriptor, only its maps (4-5
 # per part); a part on object storage holds its images table and a few row groups.
@@ -84,7 +102,7 @@ class Store:
                 return part
             name = self.shards[p]
             try:
-                part = self.storage.open_part(name, self.manifest["shards"][name])
+                part = open_part(self.storage, name, self.manifest["shards"][name])
             except (KeyError, TypeError) as exc:
                 raise StoreError(
                     f"{self.root}: manifest entry of {name} is corrupt ({exc})"
@@ -219,7 +237,7 @@ class Store:
         """Sorted global indices of a named subset: image ids or file names, or a text file
         of them, one per line (see store/subset.py); KeyError naming ids the store lacks,
         unless ``missing="ignore"``."""
-        return subset_indices(self, read_ids(ids), missing)
+        return subset_indices(*self.id_index(), read_ids(ids), self.root, missing)
 
     def errors(self) -> list[dict[str, str]]:
         """What packing left out, and samples packed with a warning (see manifest.left_out)."""
@@ -240,7 +258,7 @@ def open_store(
     """Open a packed store; reads the manifest only. StoreError if it is not one.
 
     On object storage, ``cache_dir`` + ``cache_bytes`` keep whole parts on local disk
-    (see store/cache.py), shared by every process of the machine that names the same
+    (see storage/cache.py), shared by every process of the machine that names the same
     directory; a local store ignores them.
     """
     cache = None

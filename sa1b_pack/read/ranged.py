@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS
-from .format import ANNOTATIONS_PARQUET, COUNTS_PAYLOAD, IMAGES_PARQUET
+from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS
+from ..format.files import ANNOTATIONS_PARQUET, COUNTS_PAYLOAD, IMAGES_PARQUET
 from .parts import Columns, attached_spec, column_values, table_columns
 
 if TYPE_CHECKING:
-    from .objects import ObjectStorage
+    from ..storage.objects import ObjectStorage
 
 FOOTER_GUESS = 1 << 16  # bytes read at the end of a Parquet file: footer in one request
 ROW_GROUP_CACHE = 8

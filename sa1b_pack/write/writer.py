@@ -20,11 +20,7 @@ import numpy as np
 import simplejpeg
 
 from ..codec.jpeg import encode_jpeg, resize_longest
-from ..source.annotation import AnnotationError, parse_annotation_json
-from ..source.identity import source_identity
-from ..source.shards import Member, ShardError, TarDamage, iter_members, shard_name
-from .faults import crash_point
-from .format import (
+from ..format.files import (
     COUNTS_PAYLOAD,
     JPEG_PAYLOAD,
     PART_FILES,
@@ -32,8 +28,12 @@ from .format import (
     RESIZED_QUALITY,
     TABLE_FILES,
 )
-from .manifest import file_digest
-from .storage import Storage
+from ..source.annotation import AnnotationError, parse_annotation_json
+from ..source.identity import source_identity
+from ..source.shards import Member, ShardError, TarDamage, iter_members, shard_name
+from ..storage import Storage
+from ..storage.faults import crash_point
+from ..store.manifest import file_digest
 from .tables import JpegRecord, JsonRecord, build_tables, write_table
 
 ON_ERROR = ("fail", "skip")

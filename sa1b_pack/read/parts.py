@@ -5,7 +5,7 @@ A part hands out per-image columns whole (``images``), per-mask columns whole
 (``mask_column``, for filters over a shard) or for a row range (``mask_slice``, one sample's
 masks; ``mask_points`` for the ragged prompt points: offsets of the rows into the points),
 payload byte ranges (``payload``), COCO strings (``strings``) and one image's row of an
-attached array (``attached``, store/attach.py). ``Sample``, the
+attached array (``attached``, write/attach.py). ``Sample``, the
 training index and ``verify`` are written once against this; ``ranged.RangePart`` implements
 it with byte-range requests on object storage. Numeric columns are numpy arrays, strings
 Arrow arrays, and the ragged ``point_coords`` an (offsets, (n, 2) values) pair.
@@ -27,9 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
-from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS, TABLES, Column
-from .errors import StoreError
-from .format import (
+from ..errors import StoreError
+from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS, TABLES, Column
+from ..format.files import (
     ANNOTATIONS_ARROW,
     COUNTS_PAYLOAD,
     IMAGES_ARROW,

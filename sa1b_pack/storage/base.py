@@ -12,42 +12,24 @@ uploader); everything above talks to the ``Storage`` interface and never asks wh
   overwritten, and readers take the newest generation. Parts are read by byte range, with
   requests and bytes counted in ``stats``. One packer per remote store (no lock there).
 
-The interface is here, the backends in ``local.py`` and ``objects.py``. This module imports no
+The interface is here, the backends in ``local.py`` and ``objects.py``, the choice in
+``__init__.py``. This module imports no
 numpy or pyarrow: the manifest-only commands use it.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
 
-from .cache import PartCache
-from .format import (
+from ..format.files import (
     ATTACHED_DIR,
     PARTS_DIR,
     part_files,
 )
-
-
-def storage_for(root: str | os.PathLike | Storage, cache: PartCache | None = None) -> Storage:
-    """The backend for a store URL or path: chosen here, and only here. ``cache`` keeps
-    whole parts of a store on object storage on local disk; a local store needs none and
-    ignores it."""
-    if isinstance(root, Storage):
-        return root
-    url = os.fspath(root)
-    protocol = fsspec.core.split_protocol(url)[0]
-    if protocol in (None, "file", "local"):
-        from .local import LocalStorage
-
-        return LocalStorage(fsspec.core.strip_protocol(url) if protocol else url)
-    from .objects import ObjectStorage
-
-    return ObjectStorage(url.rstrip("/"), cache)
 
 
 @dataclass
@@ -65,11 +47,6 @@ class Storage:
     fs: fsspec.AbstractFileSystem
     base: str  # the store's path inside ``fs``
     stats: RequestStats
-
-    cache: PartCache | None = None
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return storage_for, (self.url, self.cache)  # workers rebuild their own handles
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -113,8 +90,9 @@ class Storage:
         if self.part_path(name, old) != self.part_path(name, keep):
             self.fs.rm(self.part_path(name, old), recursive=True)
 
-    def open_part(self, name: str, entry: dict[str, Any]) -> Any:
-        """The part-reading protocol (parts.py) over this backend."""
+    def local_folder(self, name: str, entry: dict[str, Any]) -> Path | None:
+        """A local folder holding the part's files, to be memory-mapped (fetched into the
+        cache first where there is one), or None: read it by byte range instead."""
         raise NotImplementedError
 
     def add_file(self, name: str, entry: dict[str, Any], file: str) -> Any:

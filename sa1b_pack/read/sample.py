@@ -16,10 +16,10 @@ import numpy as np
 import simplejpeg
 
 from ..codec import rle as mask_codec
-from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS
+from ..errors import StoreError
+from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS
+from ..format.files import JPEG_PAYLOAD, RESIZED_PAYLOAD
 from ..source.document import build_document
-from .errors import StoreError
-from .format import JPEG_PAYLOAD, RESIZED_PAYLOAD
 from .parts import Part, attached_spec
 
 Indices = Sequence[int] | np.ndarray | None

@@ -1,6 +1,6 @@
-"""The store's contract, defined once: format version, file names, payloads and their spans.
+"""Format version, file names, payloads and their spans: the files half of the contract.
 
-A store is a folder (or an object-storage prefix, see storage.py)::
+A store is a folder (or an object-storage prefix, see sa1b_pack/storage)::
 
     manifest.json                     # FORMAT_VERSION, committed shards, counts, sizes, sha256
     parts/sa_000000/images.parquet    # one row per image (analysis: any Parquet tool)
@@ -10,10 +10,10 @@ A store is a folder (or an object-storage prefix, see storage.py)::
     parts/sa_000000/jpeg.bin          # JPEG members' bytes as-is, addressed by images.jpeg_*
     parts/sa_000000/counts.bin        # masks' COCO counts strings as-is, by annotations.counts_*
     parts/sa_000000/resized.bin       # pre-resized JPEGs if packed with --image-longest
-    parts/sa_000000/attached/<name>-<id>.bin  # arrays attached after packing (attach.py): one
+    parts/sa_000000/attached/<name>-<id>.bin  # arrays attached after packing (write/attach.py): one
                                       #   fixed-size row per image, in the part's image order
 
-The columns of both tables are listed once, in ``source/columns.py``. A shard exists for
+The columns of both tables are listed in ``columns.py`` beside this module. A shard exists for
 readers only once it is listed in the manifest, which is replaced atomically after its part
 is complete; an attached array exists for a part once its manifest entry lists it. This
 module imports nothing heavy: the manifest-only commands load it.

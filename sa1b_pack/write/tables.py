@@ -1,6 +1,6 @@
 """A shard's collected records -> the images and annotations tables, as Parquet and Arrow IPC.
 
-Both tables are built by looping over the column list (source/columns.py): copied columns
+Both tables are built by looping over the column list (format/columns.py): copied columns
 come from the parsed annotations, layout columns from where the packer put the payloads.
 """
 
@@ -14,13 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS, SCHEMAS, Column
 from ..source.annotation import ImageAnnotations
-from ..source.columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, schema
-from .format import FORMAT_VERSION
 
 PARQUET_ROW_GROUP = 1 << 13  # ~80 SA-1B images: one remote read fetches a sample's masks
-IMAGES_SCHEMA = schema(IMAGE_COLUMNS, FORMAT_VERSION)
-ANNOTATIONS_SCHEMA = schema(MASK_COLUMNS, FORMAT_VERSION)
 
 
 @dataclass
@@ -92,8 +89,8 @@ def build_tables(
         "extra": [v for a in anns for v in a.extras],
     }
     return (
-        _table(IMAGE_COLUMNS, images, IMAGES_SCHEMA),
-        _table(MASK_COLUMNS, masks, ANNOTATIONS_SCHEMA),
+        _table(IMAGE_COLUMNS, images, SCHEMAS["images"]),
+        _table(MASK_COLUMNS, masks, SCHEMAS["annotations"]),
     )
 
 

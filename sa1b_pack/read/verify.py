@@ -21,17 +21,14 @@ import simplejpeg
 from joblib import Parallel, delayed
 
 from ..codec import rle as mask_codec
+from ..errors import StoreError
+from ..format.columns import SCHEMAS, TABLES
+from ..format.files import FORMAT_VERSION, JPEG_PAYLOAD, PAYLOADS, TABLE_FILES
 from ..progress import progress_bar
-from ..source.columns import TABLES
 from ..source.shards import ShardError, iter_members, source_fs
-from .errors import StoreError
-from .format import FORMAT_VERSION, JPEG_PAYLOAD, PAYLOADS, TABLE_FILES
-from .manifest import check_files, read_manifest, shard_names
+from ..store.manifest import check_files, read_manifest, shard_names
 from .parts import Columns, Part, check_spans, table_columns
 from .reader import Store
-from .tables import ANNOTATIONS_SCHEMA, IMAGES_SCHEMA
-
-SCHEMAS = {"images": IMAGES_SCHEMA, "annotations": ANNOTATIONS_SCHEMA}
 
 
 def verify(

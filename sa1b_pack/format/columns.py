@@ -1,4 +1,5 @@
-"""The one declarative list of a store's columns: name, Arrow type, where it comes from.
+"""The one declarative list of a store's columns (the tables half of the contract): name,
+Arrow type, where it comes from.
 
 Everything that handles a field loops over these lists: the annotation parser (JSON ->
 columns), the JSON rebuild (columns -> JSON), the part writer's tables, both part readers and
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+
+from .files import FORMAT_VERSION
 
 BOX = pa.list_(pa.float64(), 4)
 POINTS = pa.list_(pa.list_(pa.float64(), 2))
@@ -86,9 +89,12 @@ MASK_COLUMNS = (
 TABLES = {"images": IMAGE_COLUMNS, "annotations": MASK_COLUMNS}
 
 
-def schema(columns: tuple[Column, ...], format_version: int) -> pa.Schema:
+def schema(columns: tuple[Column, ...], format_version: int = FORMAT_VERSION) -> pa.Schema:
     fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in columns]
     return pa.schema(fields, metadata={"format_version": str(format_version)})
+
+
+SCHEMAS = {table: schema(columns) for table, columns in TABLES.items()}  # written and verified
 
 
 def copied(columns: tuple[Column, ...]) -> tuple[Column, ...]:

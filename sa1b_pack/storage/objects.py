@@ -1,6 +1,6 @@
 """A store on object storage (s3://, gs://, any fsspec URL): parts under prefixes of their
 own, committed by manifest generations, read by counted byte ranges or through the local part
-cache (see storage.py)."""
+cache (see base.py)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,14 @@ from typing import Any
 
 import fsspec
 
-from .cache import PartCache
-from .errors import StoreError
-from .faults import crash_point
-from .format import (
+from ..format.files import (
     MANIFESTS_DIR,
     PART_FILES,
     PARTS_DIR,
 )
-from .storage import RequestStats, Storage
+from .base import RequestStats, Storage
+from .cache import PartCache
+from .faults import crash_point
 
 
 class ObjectStorage(Storage):
@@ -30,6 +29,9 @@ class ObjectStorage(Storage):
         self.fs, self.base = fsspec.core.url_to_fs(url)
         self.stats = RequestStats()
         self.cache = cache
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return ObjectStorage, (self.url, self.cache)  # workers rebuild their own handles
 
     def _generations(self) -> list[str]:
         try:
@@ -82,21 +84,8 @@ class ObjectStorage(Storage):
             if f"{PARTS_DIR}/{prefix.rstrip('/').rsplit('/', 1)[-1]}" not in listed:
                 self.fs.rm(prefix, recursive=True)
 
-    def open_part(self, name: str, entry: dict[str, Any]) -> Any:
-        if self.cache is None:
-            from .ranged import RangePart
-
-            return RangePart(self, name, entry)
-        from .parts import MappedPart
-
-        for attempt in (1, 2):
-            folder = self.cache.get(self, name, entry)
-            try:
-                return MappedPart(folder, name, entry)
-            except (FileNotFoundError, StoreError):
-                if attempt == 2 or folder.is_dir():  # evicted by another process meanwhile:
-                    raise  # fetch it once more; anything else is a real error
-        raise AssertionError("unreachable")
+    def local_folder(self, name: str, entry: dict[str, Any]) -> Path | None:
+        return None if self.cache is None else self.cache.get(self, name, entry)
 
     def predownload(self, parts: list[tuple[str, dict[str, Any]]]) -> None:
         if self.cache is not None:

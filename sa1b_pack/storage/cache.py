@@ -31,14 +31,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import StoreError
+from ..errors import StoreError
+from ..format.files import part_files
+from .base import Storage
 from .faults import crash_point
-from .format import part_files
-
-if TYPE_CHECKING:
-    from .objects import ObjectStorage
 
 TMP = ".tmp-"
 RESERVED = ".bytes"  # in a temp folder: the full size of the part being downloaded
@@ -103,14 +101,14 @@ class PartCache:
     def __repr__(self) -> str:
         return f"PartCache({os.fspath(self.directory)!r}, max_bytes={self.max_bytes:,})"
 
-    def _store_dir(self, storage: ObjectStorage) -> Path:
+    def _store_dir(self, storage: Storage) -> Path:
         key = hashlib.sha256(storage.url.encode()).hexdigest()[:16]
         folder = self.directory / key
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def get(
-        self, storage: ObjectStorage, name: str, entry: dict[str, Any], *, evict: bool = True
+        self, storage: Storage, name: str, entry: dict[str, Any], *, evict: bool = True
     ) -> Path | None:
         """The local folder of a part's complete files, downloaded first if need be. With
         ``evict=False`` (predownloads) nothing is evicted: None if there is no free room."""
@@ -177,7 +175,7 @@ class PartCache:
         return tmp
 
     def _add_attached(
-        self, storage: ObjectStorage, name: str, entry: dict[str, Any], final: Path
+        self, storage: Storage, name: str, entry: dict[str, Any], final: Path
     ) -> None:
         """Arrays attached to a part after it was cached: each downloaded beside the part's
         files, to a temp name renamed when complete (called under the part's lock). They
@@ -197,7 +195,7 @@ class PartCache:
 
     def _download(
         self,
-        storage: ObjectStorage,
+        storage: Storage,
         name: str,
         entry: dict[str, Any],
         tmp: Path,
@@ -215,7 +213,7 @@ class PartCache:
                     f"says {entry['files'][f]['bytes']:,}"
                 )
 
-    def predownload(self, storage: ObjectStorage, parts: list[tuple[str, dict[str, Any]]]) -> None:
+    def predownload(self, storage: Storage, parts: list[tuple[str, dict[str, Any]]]) -> None:
         """Download these parts, in this order, on a background thread, so that they are here
         when asked for. A predownload only fills free room, never evicts: it waits until
         reads have made room (they evict the least recently used parts), so it cannot push

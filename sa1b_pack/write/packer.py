@@ -20,14 +20,15 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from ..errors import StoreError
 from ..progress import progress_bar, say
+from ..read.reader import open_part
 from ..source.identity import source_change
 from ..source.shards import ShardError, find_shards, shard_name
+from ..storage import Storage, storage_for
+from ..store.manifest import empty_manifest, read_manifest, write_manifest
+from ..store.subset import describe, read_ids
 from .cluster import backend_context
-from .errors import StoreError
-from .manifest import empty_manifest, read_manifest, write_manifest
-from .storage import Storage, storage_for
-from .subset import describe, read_ids
 from .writer import ON_ERROR, PartResult, write_part
 
 
@@ -271,7 +272,7 @@ class Packer:
             span = entry.get("image_ids")
             if other == name or not span or span[1] < low or span[0] > high:
                 continue
-            theirs = self.storage.open_part(other, entry).images["image_id"]
+            theirs = open_part(self.storage, other, entry).images["image_id"]
             both = np.intersect1d(ids, theirs)
             if len(both):
                 found.append([other, len(both), both[:20].tolist()])

@@ -1,5 +1,5 @@
 """A store in a local folder: temp folder + fsync + rename for parts, atomic replace for the
-manifest, an ``flock`` for the one packer, parts read memory-mapped (see storage.py)."""
+manifest, an ``flock`` for the one packer, parts read memory-mapped (see base.py)."""
 
 from __future__ import annotations
 
@@ -14,23 +14,28 @@ from typing import Any
 
 import fsspec
 
-from .errors import StoreError
-from .faults import crash_point
-from .format import (
+from ..errors import StoreError
+from ..format.files import (
     LOCK_FILE,
     MANIFEST,
     PARTS_DIR,
     part_files,
 )
-from .storage import RequestStats, Storage
+from .base import RequestStats, Storage
+from .faults import crash_point
 
 
 class LocalStorage(Storage):
+    cache = None  # read in place: a local store needs no part cache
+
     def __init__(self, path: str) -> None:
         self.url = self.base = os.path.abspath(path)
         self.root = Path(self.url)
         self.fs = fsspec.filesystem("file")
         self.stats = RequestStats()  # stays zero: a local store makes no requests
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return LocalStorage, (self.url,)  # workers rebuild their own handles
 
     def load_manifest(self) -> bytes | None:
         try:
@@ -124,10 +129,8 @@ class LocalStorage(Storage):
                 if path.name not in listed:
                     shutil.rmtree(path, ignore_errors=True)
 
-    def open_part(self, name: str, entry: dict[str, Any]) -> Any:
-        from .parts import MappedPart
-
-        return MappedPart(Path(self.part_path(name, entry)), name, entry)
+    def local_folder(self, name: str, entry: dict[str, Any]) -> Path:
+        return Path(self.part_path(name, entry))
 
 
 def fsync_dir(path: str | os.PathLike) -> None:

@@ -62,7 +62,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
             args.links,
             args.src,
             shards,
-            dst=args.pack,
+            store=args.pack,
             delete_tars=args.delete_tars,
             jobs=args.jobs,
             pack_jobs=args.pack_jobs,

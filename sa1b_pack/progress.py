@@ -15,6 +15,7 @@ them again below, so a message never lands in the middle of a bar.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
@@ -45,6 +46,29 @@ def progress_bar(
     if not log:
         return tqdm(iterable, disable=True, **kwargs)
     return _LogBar(iterable, file=file, **kwargs)
+
+
+def worker_progress(stack: Any, bar: tqdm, processes: bool) -> Any:
+    """A queue workers put counts into, drained into ``bar`` by a thread until ``stack``
+    closes: a manager's queue for worker processes, a plain one for threads."""
+    if processes:
+        import multiprocessing
+
+        queue = stack.enter_context(multiprocessing.Manager()).Queue()
+    else:
+        import queue as queue_module
+
+        queue = queue_module.SimpleQueue()
+    drainer = threading.Thread(target=_drain, args=(queue, bar), daemon=True)
+    drainer.start()
+    stack.callback(drainer.join)
+    stack.callback(queue.put, None)
+    return queue
+
+
+def _drain(queue: Any, bar: tqdm) -> None:
+    while (n := queue.get()) is not None:
+        bar.update(n)
 
 
 def say(message: str, file: TextIO | None = None) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import ConfigError
 from .read.sample import Sample
 
 DEFAULT_LONGEST = 1500  # SA-1B images are ~1500x2250: shown at 1000x1500 by default
@@ -33,11 +34,11 @@ def render_size(
     """
     if scale is not None:
         if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+            raise ConfigError(f"scale must be positive, got {scale}")
         factor = scale
     elif longest is not None:
         if longest < 1:
-            raise ValueError(f"longest must be at least 1, got {longest}")
+            raise ConfigError(f"longest must be at least 1, got {longest}")
         factor = min(1.0, longest / max(height, width))
     else:
         factor = 1.0
@@ -70,7 +71,7 @@ def render_sample(
     ``longest`` (see render_size).
     """
     if max_masks < 0:
-        raise ValueError(f"max_masks must be non-negative, got {max_masks}")
+        raise ConfigError(f"max_masks must be non-negative, got {max_masks}")
     height, width = sample.height, sample.width
     h, w = render_size(height, width, longest=longest, scale=scale)
     image = sample.image()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import AnnotationError, ConfigError
 from . import kernels
 from .geometry import resize_longest_shape
 
@@ -23,19 +24,19 @@ def _as_bytes(counts: str | bytes) -> np.ndarray:
         try:
             counts = counts.encode("ascii")
         except UnicodeEncodeError:
-            raise ValueError("malformed RLE counts: a non-ASCII character") from None
+            raise AnnotationError("malformed RLE counts: a non-ASCII character") from None
     return np.frombuffer(counts, dtype=np.uint8)
 
 
 def string_to_runs(counts: str | bytes, height: int, width: int) -> np.ndarray:
-    """Runs (uint32) of a COCO counts string; ValueError if malformed or not summing to h * w."""
+    """Runs (uint32) of a COCO counts string; AnnotationError if malformed or off h * w."""
     data = _as_bytes(counts)
     if len(data) == 0:
-        raise ValueError("malformed RLE counts: an empty string")
+        raise AnnotationError("malformed RLE counts: an empty string")
     out = np.empty(max(len(data), 1), dtype=RUNS_DTYPE)
     n = kernels.parse_counts(data, out, np.int64(height) * np.int64(width))
     if n < 0:
-        raise ValueError(f"malformed RLE counts: {_PARSE_ERRORS.get(n, f'error {n}')}")
+        raise AnnotationError(f"malformed RLE counts: {_PARSE_ERRORS.get(n, f'error {n}')}")
     return out[:n]
 
 
@@ -44,7 +45,7 @@ def parse_strings(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Runs of many COCO strings stored back to back in ``data`` (uint8), in one kernel call.
 
-    Returns (runs, run_offsets, run_counts) for ``decode``; ValueError naming the first bad
+    Returns (runs, run_offsets, run_counts) for ``decode``; AnnotationError naming the first bad
     string, before anything is decoded.
     """
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
@@ -57,7 +58,7 @@ def parse_strings(
     if bad >= 0:
         status = int(run_counts[bad])
         why = _PARSE_ERRORS.get(status, "a string outside the payload")
-        raise ValueError(f"malformed RLE counts for mask {bad}: {why}")
+        raise AnnotationError(f"malformed RLE counts for mask {bad}: {why}")
     return runs, run_offsets, run_counts
 
 
@@ -74,7 +75,7 @@ def encode_strings(
 ) -> tuple[bytes, np.ndarray]:
     """COCO strings of many masks' runs, runs[offsets[m] : offsets[m] + counts[m]] (any
     integer dtype, e.g. uncompressed RLE counts), back to back, and each string's byte size;
-    bit-exact with pycocotools.mask.frPyObjects. ValueError naming the first mask whose runs
+    bit-exact with pycocotools.mask.frPyObjects. AnnotationError naming the first mask whose runs
     are negative, overflow 32 bits or do not sum to height * width."""
     runs = np.ascontiguousarray(runs, dtype=np.int64)
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
@@ -85,29 +86,29 @@ def encode_strings(
     bad = kernels.encode_counts_batch(runs, offsets, counts, total, out, sizes)
     if bad >= 0:
         why = _PARSE_ERRORS.get(int(sizes[bad]), "runs outside the array")
-        raise ValueError(f"uncompressed RLE counts of mask {bad}: {why}")
+        raise AnnotationError(f"uncompressed RLE counts of mask {bad}: {why}")
     return out[: int(sizes.sum())].tobytes(), sizes
 
 
 def uncompressed_to_string(counts: list[int], height: int, width: int) -> str:
     """One uncompressed RLE's run lengths (what SAM's mask generator writes without
     --convert-to-rle) -> its COCO string, as pycocotools.mask.frPyObjects({"size": [h, w],
-    "counts": counts}, h, w)["counts"]; ValueError for runs that are not integers, are
+    "counts": counts}, h, w)["counts"]; AnnotationError for runs that are not integers, are
     negative or do not sum to height * width (pycocotools checks none of these)."""
     if not isinstance(counts, list) or not set(map(type, counts)) <= {int}:
         bad = next((c for c in counts if type(c) is not int), counts)
-        raise ValueError(
+        raise AnnotationError(
             f"uncompressed RLE counts: runs must be integers, got {type(bad).__name__} {bad!r:.40}"
         )
     try:
         runs = np.array(counts, np.int64)
     except OverflowError:
-        raise ValueError("uncompressed RLE counts: a run that overflows 32 bits") from None
+        raise AnnotationError("uncompressed RLE counts: a run that overflows 32 bits") from None
     offsets, sizes = np.zeros(1, np.int64), np.array([len(runs)], np.int64)
     try:
         data, _ = encode_strings(runs, offsets, sizes, height, width)
     except ValueError as exc:
-        raise ValueError(str(exc).replace(" of mask 0", "")) from None
+        raise AnnotationError(str(exc).replace(" of mask 0", "")) from None
     return data.decode("ascii")
 
 
@@ -115,7 +116,7 @@ def mask_to_runs(mask: np.ndarray) -> np.ndarray:
     """Column-major runs (uint32) of a dense (H, W) mask; nonzero is foreground."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
-        raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+        raise ConfigError(f"mask must be 2-D (H, W), got shape {mask.shape}")
     out = np.empty(mask.size + 1, dtype=RUNS_DTYPE)
     n = kernels.mask_to_runs(mask.view(np.uint8) if mask.dtype == np.bool_ else mask, out)
     return out[:n].copy()
@@ -125,11 +126,11 @@ def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     if out is None:
         return np.empty(shape, dtype=np.uint8)
     if out.shape != shape:
-        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+        raise ConfigError(f"out has shape {out.shape}, expected {shape}")
     if out.dtype not in (np.uint8, np.bool_):
-        raise ValueError(f"out must be uint8 or bool, got {out.dtype}")
+        raise ConfigError(f"out must be uint8 or bool, got {out.dtype}")
     if not out.flags.writeable or (out.size and out.strides[-1] != out.itemsize):
-        raise ValueError("out must be writeable, with a contiguous last axis")
+        raise ConfigError("out must be writeable, with a contiguous last axis")
     return out
 
 
@@ -157,18 +158,18 @@ def decode(
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     result = _check_out(out, (len(offsets), h, w))
     if height < 1 or width < 1 or h < 1 or w < 1:
-        raise ValueError(f"empty mask size: source {height}x{width}, output {h}x{w}")
+        raise ConfigError(f"empty mask size: source {height}x{width}, output {h}x{w}")
     row_map = kernels.sample_map(height, h)
     col_map = kernels.sample_map(width, w)
     target = result.view(np.uint8) if result.dtype == np.bool_ else result
     kernel = kernels.decode_masks_parallel if parallel else kernels.decode_masks
     bad = kernel(runs, offsets, counts, height, width, row_map, col_map, target)
     if bad >= 0:
-        raise ValueError(
+        raise AnnotationError(
             f"corrupt runs for mask {bad}: outside the payload or not summing to {height} x {width}"
         )
     if bad != -1:
-        raise ValueError(f"cannot decode into out of shape {result.shape}")
+        raise ConfigError(f"cannot decode into out of shape {result.shape}")
     return result
 
 
@@ -214,9 +215,10 @@ def iou(inter: np.ndarray) -> np.ndarray:
 
 
 def containment(inter: np.ndarray) -> np.ndarray:
-    """C[a, b] = |A ∩ B| / |B|: how much of mask b lies inside mask a (0 where B is empty)."""
+    """C[i, j] = |i ∩ j| / |i|: the fraction of mask i inside mask j (row i: how i is covered;
+    0 where i is empty). The one orientation of the word across the library."""
     area = np.diag(inter)
-    return np.divide(inter, area[None, :], out=np.zeros(inter.shape), where=inter > 0)
+    return np.divide(inter, area[:, None], out=np.zeros(inter.shape), where=inter > 0)
 
 
 def area(runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from ..errors import SA1BPackError
+from ..errors import ConfigError, SA1BPackError
 from ..source.shards import SHARD_FILE
 
 LINKS_PAGE = "https://ai.meta.com/datasets/segment-anything-downloads/"
@@ -31,7 +31,7 @@ def read_links(path: str | os.PathLike) -> dict[int, str]:
         if not line.strip() or (number == 1 and fields[0] == "file_name"):
             continue
         if len(fields) != 2 or not fields[1].startswith(("http://", "https://")):
-            raise ValueError(f"{path}:{number}: expected 'file_name<TAB>url', got {line[:80]!r}")
+            raise ConfigError(f"{path}:{number}: expected 'file_name<TAB>url', got {line[:80]!r}")
         if match := SHARD_FILE.fullmatch(fields[0]):  # anything else listed is not a shard
             links[int(match.group(1))] = fields[1]
     return links

@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ..errors import ConfigError
 from ..format.files import MANIFEST
 from ..progress import progress_bar
 from ..source.shards import shard_name
@@ -55,7 +56,7 @@ class _Run:
 
     links: dict[int, str]
     src: Path
-    dst: Path | None
+    store: Path | None
     http: Http
     log: Log
     pack_options: dict[str, Any]
@@ -91,7 +92,7 @@ class _Run:
             self.free(index)
             return
         self.report.downloaded.append(shard_name(index))
-        if self.dst is not None:
+        if self.store is not None:
             self.inbox.put(index)
 
     def fail(self, exc: DownloadError) -> None:
@@ -110,11 +111,11 @@ class _Run:
         worker pool); packs what has landed, up to ``pack_jobs`` shards at a time."""
         from ..write.packer import Packer  # numba & co. only when packing
 
-        assert self.dst is not None
+        assert self.store is not None
         done = False
         try:
             options = {"jobs": self.pack_jobs, "progress": False, **self.pack_options}
-            with Packer(self.dst, **options) as packer:
+            with Packer(self.store, **options) as packer:
                 while not done:
                     batch = [self.inbox.get()]
                     while len(batch) < self.pack_jobs and not self.inbox.empty():
@@ -156,12 +157,12 @@ class _Run:
 
     def go(self, ready: list[int], todo: dict[int, int | None], bars: Bars) -> FetchReport:
         """Downloads on ``jobs`` threads, packing on one more, until all is done or stopped."""
-        shown = bars.enabled and self.dst is not None
+        shown = bars.enabled and self.store is not None
         bar = progress_bar(
             total=len(ready) + len(todo), desc="packed", unit="shard", position=1, enabled=shown
         )
         packer = None
-        if self.dst is not None:
+        if self.store is not None:
             for index in ready:
                 self.inbox.put(index)
             packer = threading.Thread(target=self.pack_loop, args=(bar,), daemon=True)
@@ -198,8 +199,8 @@ class _Run:
 
 def _committed(run: _Run) -> set[str]:
     """Shards the destination store already holds (none without one)."""
-    if run.dst is not None and (run.dst / MANIFEST).exists():
-        return set(read_manifest(run.dst)["shards"])
+    if run.store is not None and (run.store / MANIFEST).exists():
+        return set(read_manifest(run.store)["shards"])
     return set()
 
 
@@ -252,7 +253,7 @@ def fetch(
     src: str | os.PathLike,
     shards: list[int],
     *,
-    dst: str | os.PathLike | None = None,
+    store: str | os.PathLike | None = None,
     delete_tars: bool = False,
     jobs: int = 4,
     pack_jobs: int = 1,
@@ -263,20 +264,20 @@ def fetch(
     progress: bool = True,
     log: Log | None = None,
 ) -> FetchReport:
-    """Download shards into ``src`` and, with ``dst``, pack each into that store as it lands.
+    """Download shards into ``src`` and, with ``store``, pack each into that store as it lands.
 
     Failed shards are reported and the rest go on. Before any download: ExpiredLinksError if
     a link still needed is past its expiry (``oe=``), DiskSpaceError if the result would not
     fit (``force`` overrides). Re-running resumes everything.
     ``image_longest`` and ``on_error`` are passed to ``pack``.
     """
-    if delete_tars and dst is None:
-        raise ValueError("--delete-tars needs --pack DST: the tars would be the only copy")
+    if delete_tars and store is None:
+        raise ConfigError("--delete-tars needs --pack DST: the tars would be the only copy")
     links = read_links(links_file)
     if missing := [shard_name(i) for i in shards if i not in links]:
-        raise ValueError(f"{links_file} has no link for {', '.join(missing[:10])}")
+        raise ConfigError(f"{links_file} has no link for {', '.join(missing[:10])}")
     options = {"image_longest": image_longest, "on_error": on_error}
-    where = Path(src), Path(dst) if dst else None
+    where = Path(src), Path(store) if store else None
     run = _Run(links, *where, http or Http(), log or Log(), options, delete_tars, jobs, pack_jobs)
     committed = _committed(run)  # shards packed or with a tar on disk need no link
     need = [i for i in shards if shard_name(i) not in committed and not run.tar(i).exists()]
@@ -288,12 +289,12 @@ def fetch(
     parts = sum(_size(f"{run.tar(i)}.part") for i in todo)
     fetched = sum(s or typical for s in todo.values())
     tars = min(fetched - parts, (run.max_tars or len(todo)) * typical)
-    store = int(STORE_PER_TAR_BYTE * (fetched + sum(to_pack))) if run.dst else 0
+    store_bytes = int(STORE_PER_TAR_BYTE * (fetched + sum(to_pack))) if run.store else 0
     hint = ""
-    if run.dst and not delete_tars:
+    if run.store and not delete_tars:
         hint = f", add --delete-tars (keeps <= {jobs + pack_jobs + 1} tars)"
-    plan = check_disk(run.src, run.dst, tars, store, force, hint)
-    packs = len(todo) + len(to_pack) if run.dst else 0
+    plan = check_disk(run.src, run.store, tars, store_bytes, force, hint)
+    packs = len(todo) + len(to_pack) if run.store else 0
     run.log.say(f"shards to download: {len(todo)}, to pack: {packs}; {plan}")
     return run.go(ready, todo, Bars(sum(known) or None, parts, jobs, progress))
 

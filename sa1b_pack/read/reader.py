@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..storage import Storage, storage_for
 from ..storage.cache import PartCache
 from ..store.manifest import left_out, read_manifest, shard_names, summary
@@ -57,16 +57,17 @@ class Store:
 
     def __init__(
         self,
-        root: str | os.PathLike,
+        store: str | os.PathLike | Storage,
         *,
         max_open_parts: int = MAX_OPEN_PARTS,
-        cache: PartCache | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cache_bytes: int | None = None,
     ) -> None:
         if max_open_parts < 1:
-            raise ValueError(f"max_open_parts must be at least 1, got {max_open_parts}")
+            raise ConfigError(f"max_open_parts must be at least 1, got {max_open_parts}")
         self.max_open_parts = max_open_parts
-        self.storage = storage_for(root, cache)
-        self.root = self.storage.url
+        self.storage = storage_for(store, _cache(cache_dir, cache_bytes))
+        self.url = self.storage.url
         self.manifest = read_manifest(self.storage)
         self.shards = shard_names(self.manifest)
         self._spanner = Spanner([self.manifest["shards"][n]["images"] for n in self.shards])
@@ -76,18 +77,23 @@ class Store:
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "max_open_parts": self.max_open_parts,
-                "cache": self.storage.cache}  # fmt: skip
+        cache = self.storage.cache
+        return {
+            "store": self.url,
+            "max_open_parts": self.max_open_parts,
+            "cache_dir": cache and cache.directory,
+            "cache_bytes": cache and cache.max_bytes,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        root = state.pop("root")
-        self.__init__(root, **state)
+        store = state.pop("store")
+        self.__init__(store, **state)
 
     def __len__(self) -> int:
         return len(self._spanner)
 
     def __repr__(self) -> str:
-        return f"Store({self.root!r}, shards={len(self.shards)}, images={len(self)})"
+        return f"Store({self.url!r}, shards={len(self.shards)}, images={len(self)})"
 
     def part(self, p: int) -> Part:
         """Part ``p``, opened on first use; at most ``max_open_parts`` stay open, least
@@ -105,7 +111,7 @@ class Store:
                 part = open_part(self.storage, name, self.manifest["shards"][name])
             except (KeyError, TypeError) as exc:
                 raise StoreError(
-                    f"{self.root}: manifest entry of {name} is corrupt ({exc})"
+                    f"{self.url}: manifest entry of {name} is corrupt ({exc})"
                 ) from None
             self._parts[p] = part
             if len(self._parts) > self.max_open_parts:
@@ -181,14 +187,14 @@ class Store:
         a few images per epoch.
         """
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} out of range for world size {world_size}")
+            raise ConfigError(f"rank {rank} out of range for world size {world_size}")
         if not by_part:
             chosen = self.epoch_order(seed=seed, epoch=epoch, order=order, window=window)
             return chosen[rank::world_size]
         rng = np.random.default_rng((seed, epoch))
         parts = len(self.shards)
         if world_size > parts:
-            raise ValueError(f"by_part needs at least one part per rank: {parts} parts, "
+            raise ConfigError(f"by_part needs at least one part per rank: {parts} parts, "
                              f"{world_size} ranks")  # fmt: skip
         dealt = rng.permutation(parts)
         sizes = self.part_sizes
@@ -206,11 +212,11 @@ class Store:
         if shard is not None:
             found = [i for i in found if self.shards[self._spanner.locate(i)[0]] == shard]
         if not found:
-            where = f"shard {shard} of {self.root}" if shard else str(self.root)
+            where = f"shard {shard} of {self.url}" if shard else str(self.url)
             raise KeyError(f"image id {image_id} is not in {where}")
         if len(found) > 1:
             names = ", ".join(self.shards[self._spanner.locate(i)[0]] for i in found)
-            raise ValueError(
+            raise ConfigError(
                 f"image id {image_id} is in {len(found)} shards ({names}): pass shard= to pick "
                 "one ('sa1b-pack errors' lists duplicate ids)"
             )
@@ -237,7 +243,7 @@ class Store:
         """Sorted global indices of a named subset: image ids or file names, or a text file
         of them, one per line (see store/subset.py); KeyError naming ids the store lacks,
         unless ``missing="ignore"``."""
-        return subset_indices(*self.id_index(), read_ids(ids), self.root, missing)
+        return subset_indices(*self.id_index(), read_ids(ids), self.url, missing)
 
     def errors(self) -> list[dict[str, str]]:
         """What packing left out, and samples packed with a warning (see manifest.left_out)."""
@@ -245,11 +251,19 @@ class Store:
 
     def info(self) -> dict[str, Any]:
         """Shards, images, masks, bytes and format version, from the manifest alone."""
-        return summary(self.manifest, self.root)
+        return summary(self.manifest, self.url)
+
+
+def _cache(cache_dir: str | os.PathLike | None, cache_bytes: int | None) -> PartCache | None:
+    if cache_dir is None:
+        return None
+    if cache_bytes is None:
+        raise ConfigError("cache_dir needs cache_bytes: the most the cache may hold")
+    return PartCache(cache_dir, int(cache_bytes))
 
 
 def open_store(
-    root: str | os.PathLike,
+    store: str | os.PathLike,
     *,
     max_open_parts: int = MAX_OPEN_PARTS,
     cache_dir: str | os.PathLike | None = None,
@@ -261,9 +275,4 @@ def open_store(
     (see storage/cache.py), shared by every process of the machine that names the same
     directory; a local store ignores them.
     """
-    cache = None
-    if cache_dir is not None:
-        if cache_bytes is None:
-            raise ValueError("cache_dir needs cache_bytes: the most the cache may hold")
-        cache = PartCache(cache_dir, int(cache_bytes))
-    return Store(root, max_open_parts=max_open_parts, cache=cache)
+    return Store(store, max_open_parts=max_open_parts, cache_dir=cache_dir, cache_bytes=cache_bytes)

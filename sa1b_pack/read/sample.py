@@ -16,7 +16,7 @@ import numpy as np
 import simplejpeg
 
 from ..codec import rle as mask_codec
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS
 from ..format.files import JPEG_PAYLOAD, RESIZED_PAYLOAD
 from ..source.document import build_document
@@ -177,13 +177,13 @@ class Sample:
         height, width = self.height, self.width
         if longest is not None:
             if size is not None:
-                raise ValueError("give size or longest, not both")
+                raise ConfigError("give size or longest, not both")
             return mask_codec.decode_padded(
                 runs, offsets, counts, height, width, longest=longest, pad=pad, out=out,
                 parallel=parallel,
             )  # fmt: skip
         if pad:
-            raise ValueError("pad needs longest")
+            raise ConfigError("pad needs longest")
         return mask_codec.decode(
             runs, offsets, counts, height, width, size=size, out=out, parallel=parallel
         )
@@ -202,7 +202,8 @@ class Sample:
         return mask_codec.iou(mask_codec.intersections(*self._runs(indices)))
 
     def mask_containment(self, indices: Indices = None) -> np.ndarray:
-        """C[a, b] = |A ∩ B| / |B|: the share of mask b inside mask a (part/whole structure)."""
+        """C[i, j] = |i ∩ j| / |i|: the fraction of mask i inside mask j (part/whole structure),
+        as the training batch's ``containment``."""
         return mask_codec.containment(mask_codec.intersections(*self._runs(indices)))
 
     def runs(self, j: int) -> np.ndarray:

@@ -32,7 +32,7 @@ from .reader import Store
 
 
 def verify(
-    root: str | os.PathLike,
+    store: str | os.PathLike,
     *,
     source: str | os.PathLike | None = None,
     sample: float = 1.0,
@@ -42,11 +42,11 @@ def verify(
     """Problems found in the store (empty if none). ``sample`` is the share of images compared
     with the tars, chosen by a hash of the image id so repeated runs check the same ones."""
     try:
-        names = shard_names(read_manifest(root))
+        names = shard_names(read_manifest(store))
     except StoreError as exc:
         return [str(exc)]
     runs = Parallel(n_jobs=max(1, jobs), return_as="generator")(
-        delayed(verify_shard)(root, name, source, sample) for name in names
+        delayed(verify_shard)(store, name, source, sample) for name in names
     )
     problems: list[str] = []
     bar = progress_bar(runs, total=len(names), desc="verify", unit="shard", enabled=progress)
@@ -56,10 +56,10 @@ def verify(
 
 
 def verify_shard(
-    root: str | os.PathLike, name: str, source: str | os.PathLike | None, sample: float
+    url: str | os.PathLike, name: str, source: str | os.PathLike | None, sample: float
 ) -> list[str]:
     """Problems of one shard; stops at the first layer that fails (files, then contents)."""
-    store = Store(root)
+    store = Store(url)
     entry = store.manifest["shards"][name]
     problems = check_files(store.storage, name, entry) or _check_attached(store, name, entry)
     if problems:

@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 
 from ..codec.rle import RUNS_DTYPE, string_to_runs, uncompressed_to_string
-from ..errors import SA1BPackError
+from ..errors import AnnotationError
 from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS, Column, copied
 from . import checks
 from .columnar import Irregular, MaskColumns, convert_masks
@@ -44,10 +44,6 @@ SEGMENTATION_KEYSET = frozenset(SEGMENTATION_KEYS)
 UNCOMPRESSED = "uncompressed_rle"  # extra.segmentation.counts of a mask given as a run list
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
-
-
-class AnnotationError(SA1BPackError, ValueError):
-    """A malformed annotation file; the message says which field and why."""
 
 
 @dataclass

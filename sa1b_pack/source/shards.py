@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import fsspec
 
-from ..errors import SA1BPackError
+from ..errors import ConfigError, SA1BPackError
 from .sniff import SNIFF_BYTES, not_a_tar
 
 SHARD_FILE = re.compile(r"^sa_(\d{6})\.tar$")
@@ -53,14 +53,14 @@ def parse_shards(spec: str) -> list[int]:
             continue
         match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not match:
-            raise ValueError(f"bad shard range {part!r} in {spec!r}: use e.g. 0-99 or 3,7,10-12")
+            raise ConfigError(f"bad shard range {part!r} in {spec!r}: use e.g. 0-99 or 3,7,10-12")
         first = int(match.group(1))
         last = int(match.group(2)) if match.group(2) else first
         if last < first:
-            raise ValueError(f"bad shard range {part!r}: end before start")
+            raise ConfigError(f"bad shard range {part!r}: end before start")
         indices.update(range(first, last + 1))
     if not indices:
-        raise ValueError(f"no shards in {spec!r}")
+        raise ConfigError(f"no shards in {spec!r}")
     return sorted(indices)
 
 

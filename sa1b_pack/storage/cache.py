@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..format.files import part_files
 from .base import Storage
 from .faults import crash_point
@@ -88,7 +88,7 @@ class PartCache:
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int) -> None:
         if max_bytes < 1:
-            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+            raise ConfigError(f"max_bytes must be positive, got {max_bytes}")
         self.directory = Path(directory)
         self.max_bytes = int(max_bytes)
         self.stats = CacheStats()

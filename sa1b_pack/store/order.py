@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import ConfigError
+
 ORDERS = ("uniform", "blocks")
 DEFAULT_WINDOW = 8  # parts per block: ~88,000 SA-1B images mixed together, ~80 GB of parts
 
@@ -33,9 +35,9 @@ def epoch_order(
     """The positions 0..sum(part_sizes)-1 in epoch ``epoch``'s order (int64), where the
     items of part p are the ``part_sizes[p]`` consecutive positions after those of part p-1."""
     if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        raise ConfigError(f"order must be one of {ORDERS}, got {order!r}")
     if window < 1:
-        raise ValueError(f"window must be at least 1 part, got {window}")
+        raise ConfigError(f"window must be at least 1 part, got {window}")
     sizes = np.asarray(part_sizes, np.int64)
     total = int(sizes.sum())
     if order == "uniform":

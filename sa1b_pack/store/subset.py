@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 ID_FORMS = re.compile(r"^(?:.*/)?(?:sa_)?(\d+)(?:\.jpg|\.json)?$")
 
 
@@ -24,7 +26,7 @@ def image_id_of(text: str) -> int:
     """The image id a list entry names; ValueError if it names none."""
     match = ID_FORMS.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"{text!r} is not an image id or a sa_<N>.jpg / sa_<N>.json name")
+        raise ConfigError(f"{text!r} is not an image id or a sa_<N>.jpg / sa_<N>.json name")
     return int(match.group(1))
 
 
@@ -41,7 +43,7 @@ def read_ids(source: str | os.PathLike | Iterable[int | str]) -> np.ndarray:
                 try:
                     ids.append(image_id_of(text))
                 except ValueError as exc:
-                    raise ValueError(f"{source}, line {number}: {exc}") from None
+                    raise ConfigError(f"{source}, line {number}: {exc}") from None
         return np.unique(np.array(ids, np.int64))
     values = [v if isinstance(v, int | np.integer) else image_id_of(str(v)) for v in source]
     return np.unique(np.array(values, np.int64))
@@ -60,7 +62,7 @@ def subset_indices(
     ``id_index()``). ``missing``: "error" raises KeyError naming ids ``where`` lacks (the
     first ten and a count); "ignore" keeps the ones it has."""
     if missing not in ("error", "ignore"):
-        raise ValueError(f"missing must be 'error' or 'ignore', got {missing!r}")
+        raise ConfigError(f"missing must be 'error' or 'ignore', got {missing!r}")
     first = np.searchsorted(held, ids, "left")
     last = np.searchsorted(held, ids, "right")
     if missing == "error" and (absent := ids[first == last]).size:

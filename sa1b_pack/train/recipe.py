@@ -15,6 +15,7 @@ import numpy as np
 from ..codec.geometry import resize_longest_shape
 from ..codec.jpeg import decode_image, decode_resized
 from ..codec.rle import decode_padded
+from ..errors import ConfigError
 from ..read.reader import Store
 from .relations import mask_relations
 from .transforms import MaskTransform, Transform, apply_transforms
@@ -45,9 +46,11 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.mask_sampling not in SAMPLING:
-            raise ValueError(f"mask_sampling must be one of {SAMPLING}, got {self.mask_sampling!r}")
+            raise ConfigError(
+                f"mask_sampling must be one of {SAMPLING}, got {self.mask_sampling!r}"
+            )
         if self.image_size < 1 or self.mask_size < 1 or self.max_masks < 1:
-            raise ValueError("image_size, mask_size and max_masks must be positive")
+            raise ConfigError("image_size, mask_size and max_masks must be positive")
 
     def passing(
         self, predicted_iou: np.ndarray, stability_score: np.ndarray, area: np.ndarray

@@ -46,7 +46,7 @@ def mask_relations(
     orig = rle.centroids(runs, offsets, counts, height)
     return {
         "iou": rle.iou(inter),
-        "containment": np.ascontiguousarray(rle.containment(inter).T),
+        "containment": rle.containment(inter),
         "centroids": orig * np.asarray(scale, np.float64),
         "orig_centroids": orig,
         "scale_level": scale_levels(np.diag(inter), height, width),

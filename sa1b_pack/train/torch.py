@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from ..errors import ConfigError
 from ..read.reader import Store, open_store
 from ..write.attach import attached_specs
 from . import fields
@@ -54,12 +55,12 @@ def _remove_spill(path: str, pid: int) -> None:
 class SA1BDataset(Dataset):
     """SA-1B samples for SAM-style training: image, K sampled masks, boxes, points, quality.
 
-    ``root`` is a store's path or URL, or an open ``Store`` (to read object storage through
-    a local cache: ``open_store(url, cache_dir=..., cache_bytes=...)``; workers get the
-    same options). ``recipe`` (default ``Recipe()``) says what a sample is; keywords named
+    ``store`` is a store's path or URL, or an open ``Store``; ``cache_dir`` + ``cache_bytes``
+    read object storage through a local cache of whole parts (as ``open_store``; workers get
+    the same options). ``recipe`` (default ``Recipe()``) says what a sample is; keywords named
     like its fields (``image_size``, ``max_masks``, ``min_area``, ``seed``...) override them, so
-    ``SA1BDataset(root, image_size=1024, max_masks=64)`` needs no Recipe. ``float_image``:
-    images as float32 in [0, 1] instead of uint8. ``image_ids``: train on a named subset
+    ``SA1BDataset(store, image_size=1024, max_masks=64)`` needs no Recipe. ``float_image``:
+    images as float32 in [0, 1] instead of uint8. ``subset``: train on a named subset
     only (image ids or ``sa_<N>.jpg`` names, or a text file of them, one per line, as
     EdgeSAM ships its 1 % list); KeyError if the store lacks some of them.
     ``attached=["teacher"]``: each sample also carries the arrays attached under those names
@@ -79,11 +80,13 @@ class SA1BDataset(Dataset):
 
     def __init__(
         self,
-        root: str | os.PathLike | Store,
+        store: str | os.PathLike | Store,
         recipe: Recipe | None = None,
         *,
+        cache_dir: str | os.PathLike | None = None,
+        cache_bytes: int | None = None,
         float_image: bool = False,
-        image_ids: str | os.PathLike | Iterable[int | str] | None = None,
+        subset: str | os.PathLike | Iterable[int | str] | None = None,
         attached: Sequence[str] = (),
         transform: Any = None,
         mask_transform: Any = None,
@@ -96,18 +99,21 @@ class SA1BDataset(Dataset):
                 f"SA1BDataset got unknown keyword(s) {', '.join(unknown)}; "
                 f"Recipe fields are {', '.join(RECIPE_FIELDS)}"
             )
-        self.store = root if isinstance(root, Store) else open_store(root)
-        self.root = self.store.root
+        if isinstance(store, Store):
+            self.store = store
+        else:
+            self.store = open_store(store, cache_dir=cache_dir, cache_bytes=cache_bytes)
+        self.url = self.store.url
         self.recipe = dataclasses.replace(recipe or Recipe(), **recipe_fields)
         self.float_image = float_image
         self.attached = attached_specs(self.store, attached)
         if clash := [n for n in attached if n in fields.BATCH_KEYS or n.endswith("_present")]:
-            raise ValueError(f"attached arrays {clash} would replace batch keys")
+            raise ConfigError(f"attached arrays {clash} would replace batch keys")
         self.transform, self.mask_transform = transform, mask_transform
         self.epoch = 0
         self.index = eligible_images(self.store, self.recipe)
-        if image_ids is not None:  # a named subset, composed with the quality filters
-            self.index = np.intersect1d(self.index, self.store.subset(image_ids))
+        if subset is not None:  # a named subset, composed with the quality filters
+            self.index = np.intersect1d(self.index, self.store.subset(subset))
         self._spill: _Spill | None = None
         size = self.recipe.image_size
         if self.store.image_longest == size:
@@ -115,10 +121,10 @@ class SA1BDataset(Dataset):
             self.image_source = f"pre-resized {size} px JPEGs (quality {quality})"
         else:
             self.image_source = "full-size JPEGs, decoded and resized per sample"
-        logger.info("SA1BDataset %s: %d images, using %s", self.root, len(self), self.image_source)
+        logger.info("SA1BDataset %s: %d images, using %s", self.url, len(self), self.image_source)
 
     def __repr__(self) -> str:
-        return f"SA1BDataset({self.root!r}, images={len(self)}, images from {self.image_source})"
+        return f"SA1BDataset({self.url!r}, images={len(self)}, images from {self.image_source})"
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -241,9 +247,9 @@ class SA1BLoader:
         copy: bool = False,
     ) -> None:
         if batch_size < 1 or prefetch < 1:
-            raise ValueError("batch_size and prefetch must be at least 1")
+            raise ConfigError("batch_size and prefetch must be at least 1")
         if sampler is not None and shuffle:
-            raise ValueError("give a sampler or shuffle=True, not both")
+            raise ConfigError("give a sampler or shuffle=True, not both")
         self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
         self.threads = threads or os.cpu_count() or 1
         self.shuffle, self.drop_last, self.prefetch, self.copy = shuffle, drop_last, prefetch, copy

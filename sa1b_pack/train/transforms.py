@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..codec.jpeg import resize_pixels
+from ..errors import ConfigError
 from .fields import PAIRWISE, PER_MASK, RELATIONS
 
 Sample = dict[str, Any]
@@ -58,7 +59,7 @@ def apply_transforms(
         out = mask_transform(masks, tuple(sample["mask_input_size"]), rng)
         if not isinstance(out, np.ndarray) or out.shape != masks.shape or out.dtype != bool:
             got = getattr(out, "shape", type(out).__name__), getattr(out, "dtype", "")
-            raise ValueError(f"mask_transform must return {masks.shape} bool, got {got}")
+            raise ConfigError(f"mask_transform must return {masks.shape} bool, got {got}")
         sample["masks"] = out
     return sample
 
@@ -66,19 +67,19 @@ def apply_transforms(
 def _check(sample: Any, keys: set, image_shape: tuple, mask_shape: tuple, name: str) -> None:
     if not isinstance(sample, dict) or set(sample) != keys:
         got = sorted(sample) if isinstance(sample, dict) else type(sample).__name__
-        raise ValueError(f"{name} must return the sample's keys {sorted(keys)}, got {got}")
+        raise ConfigError(f"{name} must return the sample's keys {sorted(keys)}, got {got}")
     image, masks = sample["image"], sample["masks"]
     if image.shape != image_shape or image.dtype != np.uint8:
-        raise ValueError(f"{name} must keep image {image_shape} uint8, got {image.shape} "
+        raise ConfigError(f"{name} must keep image {image_shape} uint8, got {image.shape} "
                          f"{image.dtype}")  # fmt: skip
     if masks.ndim != 3 or masks.shape[1:] != mask_shape or masks.dtype != bool:
-        raise ValueError(f"{name} must keep masks (K, {mask_shape[0]}, {mask_shape[1]}) bool, "
+        raise ConfigError(f"{name} must keep masks (K, {mask_shape[0]}, {mask_shape[1]}) bool, "
                          f"got {masks.shape} {masks.dtype}")  # fmt: skip
     k = len(masks)
     for f in (f for f in [*PER_MASK, *RELATIONS, *PAIRWISE] if f in sample):
         shape = np.shape(sample[f])
         if shape[:1] != (k,) or (f in PAIRWISE and shape != (k, k)):
-            raise ValueError(f"{name} left {f} with shape {shape} for {k} masks")
+            raise ConfigError(f"{name} left {f} with shape {shape} for {k} masks")
 
 
 def select_masks(sample: Sample, keep: np.ndarray | Sequence[int]) -> Sample:
@@ -161,7 +162,7 @@ class ResizeJitter:
 
     def __init__(self, min_scale: float = 0.5, max_scale: float = 1.0) -> None:
         if not 0 < min_scale <= max_scale:
-            raise ValueError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
+            raise ConfigError(f"need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}")
         self.min_scale, self.max_scale = min_scale, max_scale
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError, StoreError
 from ..format.files import ATTACHED_DIR, ATTACHED_NAME
 from ..progress import progress_bar
 from ..read.reader import Sample, Store
@@ -69,7 +70,7 @@ def attach(
     """
     storage = _storage(store)
     if not re.fullmatch(ATTACHED_NAME, name):
-        raise ValueError(f"attached name {name!r}: use letters, digits and _, starting with "
+        raise ConfigError(f"attached name {name!r}: use letters, digits and _, starting with "
                          "a letter (it becomes a file name and a batch key)")  # fmt: skip
     with storage.writer_lock():
         reader = Store(storage)
@@ -95,7 +96,7 @@ def attach(
                 rows = _computed(pool, reader, p, fn, max(1, jobs), first)
                 record, digest, missing = _write_part(storage, shard, entry, name, spec, rows, bar)
                 if missing and not allow_missing:  # the file is never listed: dropped next run
-                    raise ValueError(_missing_message(name, missing, f"of {shard} have no array"))
+                    raise ConfigError(_missing_message(name, missing, f"of {shard} have no array"))
                 entry["files"][record["file"]] = digest
                 entry.setdefault("attached", {})[name] = {**record, "missing": missing}
                 manifest.setdefault("attached", {})[name] = spec
@@ -127,7 +128,7 @@ def attach_dir(
     missing = [i for i in ids if f"{i}.npy" not in present]
     if missing and not allow_missing:
         detail = f"(of {len(ids):,}) have no <image_id>.npy in {folder}"
-        raise ValueError(_missing_message(name, missing, detail))
+        raise ConfigError(_missing_message(name, missing, detail))
 
     def load(sample: Sample) -> np.ndarray | None:
         path = folder / f"{sample.image_id}.npy"
@@ -154,7 +155,7 @@ def detach(store: str | os.PathLike | Store | Storage, name: str) -> list[str]:
         known = manifest.get("attached", {})
         if name not in known and not held:
             have = ", ".join(sorted(known)) or "none"
-            raise ValueError(f"{storage.url} has no attached array {name!r} (attached: {have})")
+            raise StoreError(f"{storage.url} has no attached array {name!r} (attached: {have})")
         known.pop(name, None)
         if not known:
             manifest.pop("attached", None)
@@ -174,7 +175,7 @@ def attached_specs(store: Store, names: Iterable[str]) -> dict[str, tuple[np.dty
                    store.manifest["shards"][s].get("attached", {})]  # fmt: skip
         if name not in known or lacking:
             have = ", ".join(sorted(known)) or "none"
-            raise ValueError(f"{store.root}: array {name!r} is not attached to every shard "
+            raise StoreError(f"{store.url}: array {name!r} is not attached to every shard "
                              f"(attached: {have}; lacking it: {lacking[:5]}); run sa1b-pack "
                              "attach")  # fmt: skip
         out[name] = (np.dtype(known[name]["dtype"]), tuple(known[name]["shape"]))
@@ -196,7 +197,7 @@ def _missing_message(name: str, missing: list[int], where: str) -> str:
 def _spec(array: Any, where: str) -> dict[str, Any]:
     array = np.asarray(array)
     if array.dtype.kind not in "biufc":
-        raise ValueError(f"{where}: attached arrays must be numeric, got dtype {array.dtype}")
+        raise ConfigError(f"{where}: attached arrays must be numeric, got dtype {array.dtype}")
     dtype = array.dtype.newbyteorder("<")  # stored little-endian, whatever the machine
     return {"dtype": dtype.str, "shape": list(array.shape), "nbytes": array.nbytes}
 
@@ -211,7 +212,7 @@ def _probe(reader: Store, todo: list[int], fn: Fn) -> tuple[dict[str, Any], tupl
             array = fn(sample)
             if array is not None:
                 return _spec(array, f"image {sample.image_id}"), (i, array)
-    raise ValueError("no image has an array to attach: every one is missing")
+    raise ConfigError("no image has an array to attach: every one is missing")
 
 
 def _computed(
@@ -265,7 +266,7 @@ def _write_part(
                     array = zeros
                 array = np.asarray(array)
                 if array.shape != shape or array.dtype.newbyteorder("<") != dtype:
-                    raise ValueError(
+                    raise ConfigError(
                         f"attach {name}: image {image_id} ({shard}) gave {array.dtype} "
                         f"{array.shape}; the array is {dtype} {shape} for every image"
                     )

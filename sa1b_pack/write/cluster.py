@@ -8,6 +8,8 @@ from contextlib import AbstractContextManager, nullcontext
 
 from joblib import parallel_config
 
+from ..errors import ConfigError
+
 BACKENDS = ("loky", "dask")
 
 
@@ -20,16 +22,16 @@ def backend_context(backend: str, scheduler: str | None) -> AbstractContextManag
     if backend == "loky":
         return nullcontext()
     if backend != "dask":
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     try:
         from dask.distributed import Client
     except ImportError:
-        raise ValueError("the dask backend needs `pip install sa1b-pack[dask]`") from None
+        raise ConfigError("the dask backend needs `pip install sa1b-pack[dask]`") from None
     if scheduler:
         Client(scheduler)  # becomes the default client that joblib's dask backend uses
     else:
         try:
             Client.current()
         except ValueError:
-            raise ValueError("backend dask: give --scheduler tcp://host:8786") from None
+            raise ConfigError("backend dask: give --scheduler tcp://host:8786") from None
     return parallel_config(backend="dask")

@@ -10,7 +10,6 @@ process alone owns the manifest. ``pack()`` is one Packer over one range of shar
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -18,17 +17,16 @@ from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
-from ..errors import StoreError
-from ..progress import progress_bar, say
-from ..read.reader import open_part
+from ..errors import ConfigError, StoreError
+from ..progress import progress_bar, say, worker_progress
 from ..source.identity import source_change
 from ..source.shards import ShardError, find_shards, shard_name
 from ..storage import Storage, storage_for
 from ..store.manifest import empty_manifest, read_manifest, write_manifest
 from ..store.subset import describe, read_ids
 from .cluster import backend_context
+from .duplicates import duplicate_ids
 from .writer import ON_ERROR, PartResult, write_part
 
 
@@ -71,18 +69,13 @@ def _pack_one(
         return index, None, str(exc)
 
 
-def _drain(queue: Any, bar: tqdm) -> None:
-    while (n := queue.get()) is not None:
-        bar.update(n)
-
-
 class Packer:
-    """A store open for packing: ``with Packer(dst) as p: p.pack(tars)``, any number
-    of times. Options as for ``pack()``; they hold for the Packer's whole life."""
+    """A store open for packing: ``with Packer(store) as p: p.pack(tars)``, any number
+    of times. Keywords as for ``pack()``; they hold for the Packer's whole life."""
 
     def __init__(
         self,
-        dst: str | os.PathLike,
+        store: str | os.PathLike,
         *,
         jobs: int = 1,
         progress: bool = True,
@@ -94,8 +87,8 @@ class Packer:
         subset: str | os.PathLike | Iterable[int | str] | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
-            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-        self.storage = storage_for(dst)
+            raise ConfigError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.storage = storage_for(store)
         self.image_longest, self.on_error = image_longest, on_error
         self.backend, self.scheduler, self.progress = backend, scheduler, progress
         self.repack = repack
@@ -127,7 +120,10 @@ class Packer:
             self._images = stack.enter_context(
                 progress_bar(desc="images", unit="img", enabled=self.progress)
             )
-            self._queue = self._image_queue(stack)
+            # images reported as workers go; none on a cluster (it reports whole shards)
+            self._queue = None
+            if self.progress and not self.distributed:
+                self._queue = worker_progress(stack, self._images, processes=self.jobs > 1)
         except BaseException:
             stack.close()
             raise
@@ -157,26 +153,6 @@ class Packer:
                 "(--subset), or into a new store"
             )
         return {**manifest, **fresh, "shards": manifest["shards"]}
-
-    def _image_queue(self, stack: ExitStack) -> Any:
-        """Where workers report images as they go, drained into the images bar by a thread;
-        None without a bar, or on a cluster (which reports whole shards only)."""
-        if not self.progress or self.distributed:
-            return None
-        if self.jobs > 1:
-            import multiprocessing
-
-            manager = stack.enter_context(multiprocessing.Manager())
-            queue = manager.Queue()
-        else:
-            import queue as queue_module
-
-            queue = queue_module.SimpleQueue()
-        drainer = threading.Thread(target=_drain, args=(queue, self._images), daemon=True)
-        drainer.start()
-        stack.callback(drainer.join)
-        stack.callback(queue.put, None)
-        return queue
 
     @property
     def committed(self) -> set[str]:
@@ -230,7 +206,7 @@ class Packer:
             return
         assert result is not None
         entry = result.entry
-        if duplicates := self._duplicates(name, result):
+        if duplicates := duplicate_ids(self.storage, self.manifest, name, result.image_ids):
             entry["duplicates"] = duplicates
             report.duplicates[name] = duplicates
         replaced = self.manifest["shards"].get(name)
@@ -260,43 +236,36 @@ class Packer:
         for other, count, first in duplicates:
             say(f"DUPLICATE {name}: {count} image ids also in {other} (e.g. {first[:5]})")
 
-    def _duplicates(self, name: str, result: PartResult) -> list[list[Any]]:
-        """[other shard, count, first ids] for each committed shard holding image ids this
-        one holds too. Only shards whose id range overlaps are opened: real SA-1B shards
-        have disjoint ranges, so this reads nothing at all there."""
-        ids, found = result.image_ids, []
-        if not len(ids):
-            return found
-        low, high = int(ids[0]), int(ids[-1])
-        for other, entry in sorted(self.manifest["shards"].items()):
-            span = entry.get("image_ids")
-            if other == name or not span or span[1] < low or span[0] > high:
-                continue
-            theirs = open_part(self.storage, other, entry).images["image_id"]
-            both = np.intersect1d(ids, theirs)
-            if len(both):
-                found.append([other, len(both), both[:20].tolist()])
-        return found
-
 
 def pack(
     src: str | os.PathLike,
-    dst: str | os.PathLike,
+    store: str | os.PathLike,
     shards: list[int],
-    **options: Any,
+    *,
+    jobs: int = 1,
+    progress: bool = True,
+    image_longest: int | None = None,
+    on_error: str = "fail",
+    backend: str = "loky",
+    scheduler: str | None = None,
+    repack: bool = False,
+    subset: str | os.PathLike | Iterable[int | str] | None = None,
 ) -> PackReport:
-    """Pack shards ``sa_NNNNNN.tar`` of ``src`` into store ``dst``, committing each as it ends.
+    """Pack shards ``sa_NNNNNN.tar`` of ``src`` into ``store``, committing each as it ends.
 
-    Options (``Packer``): ``jobs`` shards in parallel; ``progress`` bars; ``image_longest``
-    also keeps every image pre-resized to that longest side (a store keeps one setting for
-    all its shards); ``on_error="fail"`` (default) fails a shard at its first bad sample,
-    leaving nothing of it, while other shards go on, and "skip" packs the rest and records
-    bad samples in the manifest (``Store.errors()``), and packs the whole samples of a tar
-    that breaks off; ``repack`` re-packs committed shards whose tar changed since (damaged
-    or partly bad ones are re-packed anyway); ``backend="dask"`` runs the same per-shard
-    function on a Dask cluster (``scheduler`` address, or the current client); ``subset``
-    (image ids or names, or a text file of them) packs only those images.
+    ``jobs`` shards in parallel; ``progress`` bars; ``image_longest`` also keeps every image
+    pre-resized to that longest side (a store keeps one setting for all its shards);
+    ``on_error="fail"`` (default) fails a shard at its first bad sample, leaving nothing of
+    it, while other shards go on, and "skip" packs the rest and records bad samples in the
+    manifest (``Store.errors()``), and packs the whole samples of a tar that breaks off;
+    ``repack`` re-packs committed shards whose tar changed since (damaged or partly bad ones
+    are re-packed anyway); ``backend="dask"`` runs the same per-shard function on a Dask
+    cluster (``scheduler`` address, or the current client); ``subset`` (image ids or names,
+    or a text file of them) packs only those images.
     """
     tars = find_shards(src, shards)  # missing shards: an error before the store is touched
-    with Packer(dst, **options) as packer:
+    options = dict(jobs=jobs, progress=progress, image_longest=image_longest,
+                   on_error=on_error, backend=backend, scheduler=scheduler, repack=repack,
+                   subset=subset)  # fmt: skip
+    with Packer(store, **options) as packer:
         return packer.pack(tars)

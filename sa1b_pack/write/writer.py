@@ -20,6 +20,7 @@ import numpy as np
 import simplejpeg
 
 from ..codec.jpeg import encode_jpeg, resize_longest
+from ..errors import ConfigError
 from ..format.files import (
     COUNTS_PAYLOAD,
     JPEG_PAYLOAD,
@@ -133,7 +134,7 @@ def write_part(
     given as uncompressed RLE are counted in ``converted``.
     """
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        raise ConfigError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     name = shard_name(index)
     with storage.staging(name) as folder:
         result = _fill_part(

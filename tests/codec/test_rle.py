@@ -149,7 +149,8 @@ def test_iou_and_containment_equal_pycocotools(data: st.DataObject) -> None:
     truth = np.array([[np.logical_and(a, b).sum() for b in dense] for a in dense])
     np.testing.assert_array_equal(inter, truth)
     areas = np.array([m.sum() for m in dense])
-    expected = np.divide(truth, areas[None, :], out=np.zeros((n, n)), where=truth > 0)
+    expected = np.divide(truth, areas[:, None], out=np.zeros((n, n)), where=truth > 0)
+    # [i, j] = |i ∩ j| / |i|: the fraction of i inside j
     np.testing.assert_array_equal(masks.containment(inter), expected)
 
 

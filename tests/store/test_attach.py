@@ -19,7 +19,7 @@ import pytest
 
 from sa1b_pack import open_store, pack, verify
 from sa1b_pack.cli import main
-from sa1b_pack.errors import StoreError
+from sa1b_pack.errors import ConfigError, StoreError
 from sa1b_pack.store.manifest import read_manifest
 from sa1b_pack.write.attach import attach, attach_dir, detach
 
@@ -108,7 +108,7 @@ def test_every_image_gets_one_dtype_and_shape(store_dir: Path) -> None:
     with pytest.raises(ValueError, match=f"image {second} .* gave float16 \\(3,\\)"):
         attach(store_dir, "teacher", odd, progress=False)
     assert "attached" not in read_manifest(store_dir)
-    with pytest.raises(ValueError, match="letters, digits"):
+    with pytest.raises(ConfigError, match="letters, digits"):
         attach(store_dir, "no-dash", embed, progress=False)
 
 
@@ -136,7 +136,7 @@ def test_detach(store_dir: Path) -> None:
     assert store[3].attached("other") == store[3].image_id
     with pytest.raises(StoreError, match="no attached array 'teacher'"):
         store[0].attached("teacher")
-    with pytest.raises(ValueError, match="no attached array 'teacher'"):
+    with pytest.raises(StoreError, match="no attached array 'teacher'"):  # one error for both
         detach(store_dir, "teacher")
     detach(store_dir, "other")
     assert "attached" not in read_manifest(store_dir) and verify(store_dir, progress=False) == []

@@ -191,7 +191,7 @@ def test_info_from_manifest(store: Store, source_images, source_dir: Path) -> No
     assert info["format_version"] == FORMAT_VERSION
     assert info["skipped_members"] == 0
     assert info["source_bytes"] == sum(p.stat().st_size for p in source_dir.glob("sa_*.tar"))
-    parts = Path(store.root) / "parts"
+    parts = Path(store.url) / "parts"
     assert info["store_bytes"] == sum(f.stat().st_size for f in parts.glob("sa_*/*"))
 
 
@@ -223,7 +223,7 @@ def test_part_without_any_mask(tmp_path: Path, tools) -> None:
 def test_store_pickles_by_path(store: Store, source_images) -> None:
     copy = pickle.loads(pickle.dumps(store))
     assert len(pickle.dumps(store)) < 1000  # only the path travels
-    assert copy.root == store.root and len(copy) == len(store)
+    assert copy.url == store.url and len(copy) == len(store)
     i = len(store) // 2
     assert bytes(copy[i].jpeg) == source_images[i].jpeg
     np.testing.assert_array_equal(copy[i].masks(), store[i].masks())
@@ -288,7 +288,7 @@ def test_mask_iou_and_containment_equal_pycocotools(store: Store, source_images)
         full = source_masks(src.doc).astype(bool)
         inter = np.array([[np.logical_and(a, b).sum() for b in full] for a in full])
         expected = np.divide(
-            inter, full.sum((1, 2))[None, :], out=np.zeros(inter.shape), where=inter > 0
+            inter, full.sum((1, 2))[:, None], out=np.zeros(inter.shape), where=inter > 0
         )
         np.testing.assert_array_equal(s.mask_containment(), expected)
         if len(s) > 1:

@@ -48,8 +48,8 @@ def test_dataset_on_a_subset_keeps_the_quality_filters(packed_dir: Path, tmp_pat
     wanted = [store[i].image_id for i in range(0, len(store), 2)]
     listing = tmp_path / "subset.txt"
     listing.write_text("\n".join(f"sa_{i}.jpg" for i in wanted))
-    on_subset = SA1BDataset(store, image_ids=listing)
-    both = SA1BDataset(store, image_ids=wanted, min_predicted_iou=0.9)
+    on_subset = SA1BDataset(store, subset=listing)
+    both = SA1BDataset(store, subset=wanted, min_predicted_iou=0.9)
     expected = [int(i) for i in every.index if store[int(i)].image_id in set(wanted)]
     assert on_subset.index.tolist() == expected and 0 < len(on_subset) < len(every)
     assert set(both.index.tolist()) == set(expected) & set(filtered.index.tolist())

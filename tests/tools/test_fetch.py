@@ -226,7 +226,7 @@ def test_expired_links_refused_before_any_request(origin: Path, tmp_path: Path) 
     with serve(origin, faults) as base:
         stale = links_file(tmp_path / "stale.txt", base, expires=dict.fromkeys(SHARDS, "6790A1B2"))
         with pytest.raises(ExpiredLinksError) as caught:
-            fetch(stale, src, SHARDS, dst=dst, http=FAST, progress=False, log=Log())
+            fetch(stale, src, SHARDS, store=dst, http=FAST, progress=False, log=Log())
         assert str(caught.value).startswith(
             f"the links in {stale} expired on 2025-01-22 07:43 UTC: the CDN refuses"
         )
@@ -240,7 +240,7 @@ def test_expired_links_refused_before_any_request(origin: Path, tmp_path: Path) 
         assert faults.requests == Counter() and not src.exists()  # nothing asked, nothing made
         assert fetch(some, src, [0, 2], http=FAST, progress=False, log=Log()).ok  # not needed
         (src / "sa_000001.tar").write_bytes((origin / "sa_000001.tar").read_bytes())
-        report = fetch(some, src, [1], dst=dst, http=FAST, progress=False, log=Log())
+        report = fetch(some, src, [1], store=dst, http=FAST, progress=False, log=Log())
         assert report.packed == ["sa_000001"]  # on disk: its expired link is not needed
         no_expiry = tmp_path / "plain.txt"
         no_expiry.write_text(f"file_name\tcdn_link\nsa_000003.tar\t{base}/sa_000003.tar?oh=1\n")
@@ -271,7 +271,7 @@ def test_fetch_pack_through_faults_then_fresh_links(
     src, dst, log = tmp_path / "src", tmp_path / "dst", Log()
     with serve(origin, faults) as base:
         links = links_file(tmp_path / "links.txt", base)
-        run = dict(dst=dst, delete_tars=True, jobs=2, http=FAST, progress=False, log=log)
+        run = dict(store=dst, delete_tars=True, jobs=2, http=FAST, progress=False, log=log)
         report = fetch(links, src, SHARDS, **run)
         assert report.expired == ["sa_000002"]
         assert report.failed == {"sa_000002": "HTTP 403: links file is expired: get a fresh one"}
@@ -365,7 +365,7 @@ def test_disk_space_refusal(origin: Path, tmp_path: Path, monkeypatch: pytest.Mo
     src, dst = tmp_path / "src", tmp_path / "dst"
     with serve(origin, faults) as base:
         links = links_file(tmp_path / "links.txt", base)
-        run = dict(dst=dst, jobs=1, http=FAST, progress=False, log=Log())
+        run = dict(store=dst, jobs=1, http=FAST, progress=False, log=Log())
         refused = r"not enough disk: .* free\. .* add --delete-tars \(keeps <= 3 tars\)"
         with pytest.raises(DiskSpaceError, match=refused):
             fetch(links, src, SHARDS, **run)
@@ -395,7 +395,7 @@ def test_bad_tars_kept_truncated_refetched_committed_deleted(
     faults = Faults()
     with serve(served, faults) as base:
         links = links_file(tmp_path / "links.txt", base)
-        run = dict(dst=dst, delete_tars=True, jobs=2, http=FAST, progress=False, log=log)
+        run = dict(store=dst, delete_tars=True, jobs=2, http=FAST, progress=False, log=log)
         report = fetch(links, src, SHARDS, **run)
         assert report.downloaded == ["sa_000000", "sa_000001"]
         assert report.packed == ["sa_000001"] and report.already_packed == ["sa_000002"]
@@ -449,7 +449,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from sa1b_pack.fetch import download
 from sa1b_pack.fetch.run import fetch
 download.CHUNK = 4096
-fetch({links!r}, {src!r}, [0, 1, 2, 3], dst={dst!r}, delete_tars=True, jobs=2, progress=False)
+fetch({links!r}, {src!r}, [0, 1, 2, 3], store={dst!r}, delete_tars=True, jobs=2, progress=False)
 """
 
 
@@ -471,7 +471,7 @@ def test_ctrl_c_then_rerun_resumes(origin: Path, direct: dict, tmp_path: Path, t
         assert parts and all(parts.values())
 
         faults.delay, faults.ranges[:] = 0.0, []
-        report = fetch(links, src, SHARDS, dst=dst, delete_tars=True, http=FAST, progress=False)
+        report = fetch(links, src, SHARDS, store=dst, delete_tars=True, http=FAST, progress=False)
         assert report.ok
         assert {(name, f"bytes={size}-") for name, size in parts.items()} <= set(faults.ranges)
     assert tools.same_contents(read_manifest(dst)["shards"]) == tools.same_contents(direct)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from sa1b_pack.errors import StoreError
 from sa1b_pack.torch import SA1BDataset, SA1BLoader, SA1BSampler, SampleError, collate
 from sa1b_pack.train import threaded
 from sa1b_pack.train.transforms import Compose, HorizontalFlip, ResizeJitter
@@ -208,5 +209,5 @@ def test_attached_arrays_in_the_same_batches_as_dataloader(attached_store, threa
 
 
 def test_an_array_not_attached_is_a_clear_error(packed_dir):
-    with pytest.raises(ValueError, match="'teacher' is not attached to every shard"):
+    with pytest.raises(StoreError, match="'teacher' is not attached to every shard"):
         SA1BDataset(packed_dir, attached=["teacher"], **RECIPE)

@@ -36,7 +36,7 @@ def test_item_shapes_and_types(dataset: SA1BDataset) -> None:
     assert item["predicted_iou"].shape == (k,) and (item["predicted_iou"] >= 0.85).all()
     assert item["orig_size"].tolist() == [dataset.store[int(dataset.index[0])].height,
                                           dataset.store[int(dataset.index[0])].width]  # fmt: skip
-    floats = SA1BDataset(dataset.root, **RECIPE, float_image=True)[0]["image"]
+    floats = SA1BDataset(dataset.url, **RECIPE, float_image=True)[0]["image"]
     assert floats.dtype == torch.float32 and 0 <= floats.min() and floats.max() <= 1
     torch.testing.assert_close(floats, item["image"].float() / 255)
     with pytest.raises(IndexError):
@@ -44,7 +44,7 @@ def test_item_shapes_and_types(dataset: SA1BDataset) -> None:
 
 
 def test_collate_pads_to_the_largest_k(dataset: SA1BDataset) -> None:
-    varied = SA1BDataset(dataset.root, **{**RECIPE, "max_masks": 12})
+    varied = SA1BDataset(dataset.url, **{**RECIPE, "max_masks": 12})
     items = [varied[i] for i in range(len(varied))]
     counts = [len(x["masks"]) for x in items]
     assert len(set(counts)) > 1, "need samples with different mask counts"

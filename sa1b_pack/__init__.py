@@ -2,6 +2,8 @@
 
 Names are loaded on first use (PEP 562), so ``import sa1b_pack`` and the light commands
 (``sa1b-pack --help``, ``info``, ``errors``, ``fetch``) do not import numba, pyarrow or cv2.
+Every name a user needs is here (the PyTorch side in ``sa1b_pack.torch``); the errors are
+also ``sa1b_pack.errors``, and the download tool is ``from sa1b_pack.fetch import fetch``.
 """
 
 from __future__ import annotations
@@ -10,17 +12,25 @@ import importlib
 from typing import Any
 
 _HOME = {
+    "AnnotationError": "errors",
+    "AttachReport": "write.attach",
+    "ConfigError": "errors",
     "FORMAT_VERSION": "format.files",
     "PackReport": "write.packer",
     "Packer": "write.packer",
-    "Sample": "read.reader",
     "SA1BPackError": "errors",
+    "Sample": "read.reader",
     "ShardError": "source.shards",
     "Store": "read.reader",
     "StoreError": "errors",
+    "attach": "write.attach",
+    "attach_dir": "write.attach",
+    "detach": "write.attach",
+    "find_shards": "source.shards",
     "open_store": "read.reader",
     "pack": "write.packer",
     "parse_shards": "source.shards",
+    "save_sample_png": "render",
     "verify": "read.verify",
 }
 __all__ = sorted(_HOME)

@@ -1,4 +1,5 @@
-"""PyTorch entry point: ``from sa1b_pack.torch import SA1BDataset, SA1BLoader, SA1BSampler``."""
+"""PyTorch entry point: ``from sa1b_pack.torch import SA1BDataset, SA1BLoader, SA1BSampler``,
+and everything a training loop names (the recipe, collate, the transforms). Imports torch."""
 
 from .train.recipe import Recipe
 from .train.threaded import SampleError
@@ -10,14 +11,19 @@ from .train.torch import (
     collate,
     release_freed_memory,
 )
+from .train.transforms import Compose, HorizontalFlip, ResizeJitter, select_masks
 
 __all__ = [
     "PER_MASK",
+    "Compose",
+    "HorizontalFlip",
     "Recipe",
+    "ResizeJitter",
     "SA1BDataset",
     "SA1BLoader",
     "SA1BSampler",
     "SampleError",
     "collate",
     "release_freed_memory",
+    "select_masks",
 ]

@@ -87,3 +87,84 @@ def test_light_commands_import_no_heavy_dependency(
     assert code == 0, f"`{shown}` failed:\n{output}"
     assert expect in output, f"`{shown}` did not say {expect!r}:\n{output}"
     assert not heavy, f"`{shown}` imported {', '.join(heavy)}"
+
+
+LIGHT_IMPORT = f"""
+import json, sys
+import sa1b_pack, sa1b_pack.fetch
+names = sorted(set(dir(sa1b_pack)) & set(sa1b_pack.__all__))
+loaded = sorted({{name.split(".")[0] for name in sys.modules}} & set({HEAVY!r}))
+print(json.dumps({{"names": names, "heavy": loaded}}))
+"""
+
+
+def test_import_sa1b_pack_is_light_and_lists_every_public_name() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", LIGHT_IMPORT], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == [], f"import sa1b_pack loaded {report['heavy']}"
+    import sa1b_pack
+
+    assert report["names"] == sorted(sa1b_pack.__all__)  # dir() shows what __all__ promises
+
+
+PUBLIC = {
+    "sa1b_pack": [
+        "open_store", "Store", "Sample", "pack", "Packer", "PackReport", "verify", "attach",
+        "attach_dir", "detach", "find_shards", "parse_shards", "FORMAT_VERSION",
+        "save_sample_png", "SA1BPackError", "StoreError", "ConfigError", "AnnotationError",
+        "ShardError",
+    ],
+    "sa1b_pack.fetch": ["fetch", "FetchReport", "Http", "Log", "read_links", "DownloadError",
+                        "DiskSpaceError", "ExpiredLinksError"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_names_import_from_the_package(module: str) -> None:
+    import importlib
+
+    package = importlib.import_module(module)
+    for name in PUBLIC[module]:
+        assert name in package.__all__, f"{module}.__all__ lacks {name}"
+        assert getattr(package, name) is not None, f"{module}.{name}"
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        package.nonesuch  # noqa: B018
+
+
+def test_torch_names_import_from_sa1b_pack_torch() -> None:
+    pytest.importorskip(
+        "torch", reason="sa1b_pack.torch needs torch (pip install sa1b-pack[torch])"
+    )
+    from sa1b_pack import torch as entry
+    from sa1b_pack.train.transforms import Compose
+
+    for name in ["SA1BDataset", "SA1BLoader", "SA1BSampler", "Recipe", "collate",
+                 "HorizontalFlip", "ResizeJitter", "Compose", "SampleError"]:  # fmt: skip
+        assert name in entry.__all__ and getattr(entry, name) is not None, name
+    assert entry.Compose is Compose
+
+
+def test_every_library_error_is_one_catchable_family() -> None:
+    from sa1b_pack import errors
+    from sa1b_pack.fetch import DiskSpaceError, DownloadError, ExpiredLinksError
+    from sa1b_pack.source.shards import ShardError, TarDamage
+
+    for cls in (errors.StoreError, errors.ConfigError, errors.AnnotationError, ShardError,
+                TarDamage, DownloadError, DiskSpaceError, ExpiredLinksError):  # fmt: skip
+        assert issubclass(cls, errors.SA1BPackError), cls
+    for cls in (errors.ConfigError, errors.AnnotationError, ExpiredLinksError):
+        assert issubclass(cls, ValueError), f"{cls} must stay a ValueError"
+
+
+def test_bad_arguments_raise_config_error(packed_dir: Path) -> None:
+    from sa1b_pack import ConfigError, open_store, parse_shards
+
+    with pytest.raises(ConfigError, match="bad shard range"):
+        parse_shards("7-x")
+    with pytest.raises(ConfigError, match="cache_dir needs cache_bytes"):
+        open_store(packed_dir, cache_dir=packed_dir)
+    with pytest.raises(ConfigError, match="give size or longest"):
+        open_store(packed_dir)[0].masks(size=(4, 4), longest=8)

@@ -61,10 +61,10 @@ def verify_shard(
     """Problems of one shard; stops at the first layer that fails (files, then contents)."""
     store = Store(url)
     entry = store.manifest["shards"][name]
-    problems = check_files(store.storage, name, entry) or _check_attached(store, name, entry)
-    if problems:
-        return problems
     try:
+        problems = check_files(store.storage, name, entry) or _check_attached(store, name, entry)
+        if problems:
+            return problems
         p = store.shards.index(name)
         problems = _check_tables(store, name, store.part(p))
     except StoreError as exc:

@@ -25,11 +25,23 @@ from typing import Any
 
 import fsspec
 
+from ..errors import StoreError
 from ..format.files import (
     ATTACHED_DIR,
     PARTS_DIR,
     part_files,
 )
+
+
+def part_folder(url: str, name: str, entry: dict[str, Any]) -> str:
+    """A part's folder relative to its store, ``parts/<one name>`` as both backends write
+    it; StoreError naming the part for any other path (absolute, ``..``, nested, a URL)."""
+    path = entry.get("path", f"{PARTS_DIR}/{name}")
+    head, _, folder = path.partition("/") if isinstance(path, str) else ("", "", "")
+    if head != PARTS_DIR or folder in ("", ".", "..") or "/" in folder or "\\" in folder:
+        raise StoreError(f"{url}: manifest entry of {name} puts its part at {path!r}, outside "
+                         f"the store's {PARTS_DIR}/ folder: refusing to read it")  # fmt: skip
+    return path
 
 
 @dataclass
@@ -52,8 +64,10 @@ class Storage:
         return f"{type(self).__name__}({self.url!r})"
 
     def part_path(self, name: str, entry: dict[str, Any]) -> str:
-        """Path of a committed part's folder inside ``fs``."""
-        return f"{self.base}/{entry.get('path', f'{PARTS_DIR}/{name}')}"
+        """Path of a committed part's folder inside ``fs``; StoreError if the manifest puts
+        it anywhere but ``parts/<folder>`` (a store from elsewhere must not read the rest
+        of the machine or bucket)."""
+        return f"{self.base}/{part_folder(self.url, name, entry)}"
 
     def load_manifest(self) -> bytes | None:
         """The committed manifest's bytes, or None if the store has none yet."""

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import ConfigError, StoreError
 from ..format.files import part_files
-from .base import Storage
+from .base import Storage, part_folder
 from .faults import crash_point
 
 TMP = ".tmp-"
@@ -113,7 +113,7 @@ class PartCache:
         """The local folder of a part's complete files, downloaded first if need be. With
         ``evict=False`` (predownloads) nothing is evicted: None if there is no free room."""
         base = self._store_dir(storage)
-        part = entry.get("path", name).rstrip("/").rsplit("/", 1)[-1]
+        part = part_folder(storage.url, name, entry).rsplit("/", 1)[-1]
         final = base / part
         if final.is_dir() and _complete(final, entry):
             os.utime(final)  # most recently used

@@ -46,7 +46,7 @@ def part_only(root: str) -> dict:
         t = time.perf_counter()
         fresh.part(0)
         touches.append(time.perf_counter() - t)
-    masks = store.num_masks
+    masks = store.info()["masks"]
     t = time.perf_counter()
     eligible_images(store, Recipe(min_predicted_iou=0.88, min_stability_score=0.95, min_area=100))
     index_s = time.perf_counter() - t

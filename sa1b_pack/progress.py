@@ -97,9 +97,6 @@ class _LogBar(tqdm):
         self._logged: float | None = None  # the count the last line showed
         self._closed = False
 
-    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
-        self.desc = desc or ""
-
     def update(self, n: float | None = 1) -> bool | None:
         self.n += n
         now = time.monotonic()

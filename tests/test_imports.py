@@ -168,3 +168,19 @@ def test_bad_arguments_raise_config_error(packed_dir: Path) -> None:
         open_store(packed_dir, cache_dir=packed_dir)
     with pytest.raises(ConfigError, match="give size or longest"):
         open_store(packed_dir)[0].masks(size=(4, 4), longest=8)
+
+
+def test_version_python_m_and_py_typed() -> None:
+    """``sa1b-pack --version`` (installed metadata), ``python -m sa1b_pack`` runs the same
+    command, the CLI does not import sa1b_pack.testing, and py.typed ships with the package."""
+    from importlib.metadata import version
+    from importlib.resources import files
+
+    result = subprocess.run([sys.executable, "-m", "sa1b_pack", "--version"],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sa1b-pack {version('sa1b-pack')}"
+    code = "import sys, sa1b_pack.cli; print('sa1b_pack.testing' in sys.modules)"
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert probe.stdout.strip() == "False", probe.stderr
+    assert files("sa1b_pack").joinpath("py.typed").is_file()

@@ -18,7 +18,7 @@ import pytest
 from sa1b_pack import progress
 
 CONTROL = re.compile(r"[\r\x1b]")  # a redraw: carriage return or an ANSI escape sequence
-SYNTH = [sys.executable, "-m", "sa1b_pack.cli", "synth", "--shards", "0-1", "--small"]
+SYNTH = [sys.executable, "-m", "sa1b_pack", "synth", "--shards", "0-1", "--small"]
 SYNTH += ["--images-per-shard", "3"]
 
 

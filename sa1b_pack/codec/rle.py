@@ -62,14 +62,6 @@ def parse_strings(
     return runs, run_offsets, run_counts
 
 
-def runs_to_string(runs: np.ndarray) -> str:
-    """COCO counts string of runs, byte-identical to pycocotools' encoder."""
-    runs = np.ascontiguousarray(runs, dtype=RUNS_DTYPE)
-    out = np.empty(7 * len(runs), dtype=np.uint8)
-    n = kernels.encode_counts(runs, out)
-    return out[:n].tobytes().decode("ascii")
-
-
 def encode_strings(
     runs: np.ndarray, offsets: np.ndarray, counts: np.ndarray, height: int, width: int
 ) -> tuple[bytes, np.ndarray]:
@@ -110,16 +102,6 @@ def uncompressed_to_string(counts: list[int], height: int, width: int) -> str:
     except ValueError as exc:
         raise AnnotationError(str(exc).replace(" of mask 0", "")) from None
     return data.decode("ascii")
-
-
-def mask_to_runs(mask: np.ndarray) -> np.ndarray:
-    """Column-major runs (uint32) of a dense (H, W) mask; nonzero is foreground."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ConfigError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-    out = np.empty(mask.size + 1, dtype=RUNS_DTYPE)
-    n = kernels.mask_to_runs(mask.view(np.uint8) if mask.dtype == np.bool_ else mask, out)
-    return out[:n].copy()
 
 
 def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:

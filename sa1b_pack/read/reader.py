@@ -12,7 +12,6 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -147,10 +146,6 @@ class Store:
     def image_longest(self) -> int | None:
         """Longest side of the pre-resized JPEGs every sample carries, or None."""
         return self.manifest.get("image_longest")
-
-    @cached_property
-    def num_masks(self) -> int:
-        return sum(self.manifest["shards"][n]["masks"] for n in self.shards)
 
     @property
     def part_sizes(self) -> np.ndarray:

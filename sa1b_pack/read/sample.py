@@ -193,10 +193,6 @@ class Sample:
         (``decode_padded``, ``intersections``, ``centroids``...) to share."""
         return self._runs(indices)
 
-    def mask_centroids(self, indices: Indices = None) -> np.ndarray:
-        """(K, 2) XY centre of mass per mask from the runs (pixel centres at index + 0.5)."""
-        return mask_codec.centroids(*self._runs(indices), self.height)
-
     def mask_iou(self, indices: Indices = None) -> np.ndarray:
         """(K, K) pairwise IoU from the runs, equal to pycocotools.mask.iou(..., iscrowd=0)."""
         return mask_codec.iou(mask_codec.intersections(*self._runs(indices)))

@@ -69,11 +69,6 @@ def source_fs(src: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
     return fsspec.core.url_to_fs(os.fspath(src))
 
 
-def source_size(url: str | os.PathLike) -> int:
-    fs, path = source_fs(url)
-    return int(fs.size(path))
-
-
 def find_shards(src: str | os.PathLike, indices: list[int]) -> dict[int, str]:
     """Location (path or URL) of each requested shard; FileNotFoundError listing every missing."""
     fs, root = source_fs(src)

@@ -14,6 +14,11 @@ from tests.rle_cases import coco_rle, coco_string, edge_masks
 from tests.rle_cases import masks as mask_strategy
 
 
+def mask_to_runs(mask: np.ndarray) -> np.ndarray:
+    """Runs of a dense mask by the slow reference (the library packs from COCO strings)."""
+    return np.array(rle.mask_to_runs(mask), "<u4")
+
+
 def pack_runs(runs_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     counts = np.array([len(r) for r in runs_list], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
@@ -34,9 +39,8 @@ def check_codec(mask: np.ndarray) -> None:
     runs = masks.string_to_runs(counts, h, w)
     assert runs.dtype == np.dtype("<u4")
     assert runs.tolist() == rle.string_to_runs(counts)
-    assert masks.runs_to_string(runs) == counts
-    assert masks.mask_to_runs(mask).tolist() == runs.tolist()
-    assert masks.mask_to_runs(mask.astype(bool)).tolist() == runs.tolist()
+    assert masks.encode_strings(runs, [0], [len(runs)], h, w)[0].decode() == counts
+    assert mask_to_runs(mask).tolist() == runs.tolist()
     payload, offsets, n = pack_runs([runs])
     decoded = masks.decode(payload, offsets, n, h, w)
     np.testing.assert_array_equal(decoded[0], coco.decode(coco_rle(mask)))
@@ -61,7 +65,7 @@ def test_codec_matches_pycocotools(mask: np.ndarray) -> None:
 @given(mask_strategy(max_side=30), st.integers(1, 70), st.integers(1, 70))
 @settings(max_examples=300, deadline=None)
 def test_resampled_decode_equals_full_decode_then_nearest(mask: np.ndarray, h: int, w: int) -> None:
-    runs = masks.mask_to_runs(mask)
+    runs = mask_to_runs(mask)
     payload, offsets, n = pack_runs([runs])
     got = masks.decode(payload, offsets, n, *mask.shape, size=(h, w))
     np.testing.assert_array_equal(got[0], nearest(mask, h, w))
@@ -70,7 +74,7 @@ def test_resampled_decode_equals_full_decode_then_nearest(mask: np.ndarray, h: i
 def test_batch_decode_many_masks_into_reused_buffer() -> None:
     rng = np.random.default_rng(1)
     dense = [(rng.random((37, 53)) < p).astype(np.uint8) for p in (0.0, 0.01, 0.5, 0.99, 1.0)]
-    payload, offsets, n = pack_runs([masks.mask_to_runs(m) for m in dense])
+    payload, offsets, n = pack_runs([mask_to_runs(m) for m in dense])
     out = np.full((5, 37, 53), 7, np.uint8)
     result = masks.decode(payload, offsets, n, 37, 53, out=out)
     assert result is out
@@ -82,7 +86,7 @@ def test_batch_decode_many_masks_into_reused_buffer() -> None:
 
 def test_zero_length_runs_anywhere_decode_like_pycocotools() -> None:
     for runs in ([0, 0, 5, 1, 10], [5, 0, 3, 4, 4], [0, 16], [16, 0], [3, 0, 0, 2, 11, 0]):
-        counts = masks.runs_to_string(np.array(runs, "<u4"))
+        counts = rle.runs_to_string(runs)
         payload, offsets, n = pack_runs([masks.string_to_runs(counts, 4, 4)])
         expected = coco.decode({"size": [4, 4], "counts": counts.encode()})
         np.testing.assert_array_equal(masks.decode(payload, offsets, n, 4, 4)[0], expected)
@@ -108,7 +112,7 @@ def test_malformed_counts_raise_value_error(counts: str, message: str) -> None:
 
 
 def test_decode_refuses_bad_runs_before_writing() -> None:
-    good = masks.mask_to_runs(np.ones((4, 4), np.uint8))
+    good = mask_to_runs(np.ones((4, 4), np.uint8))
     bad = np.array([3, 20], "<u4")  # sums past h * w
     payload, offsets, n = pack_runs([good, bad])
     out = np.full((2, 4, 4), 9, np.uint8)
@@ -128,7 +132,7 @@ def test_decode_refuses_bad_runs_before_writing() -> None:
     ],
 )
 def test_decode_rejects_unusable_out(out: np.ndarray) -> None:
-    payload, offsets, n = pack_runs([masks.mask_to_runs(np.ones((4, 4), np.uint8))])
+    payload, offsets, n = pack_runs([mask_to_runs(np.ones((4, 4), np.uint8))])
     with pytest.raises(ValueError, match="out"):
         masks.decode(payload, offsets, n, 4, 4, out=out)
 
@@ -142,7 +146,7 @@ def test_iou_and_containment_equal_pycocotools(data: st.DataObject) -> None:
     seed = data.draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     dense = [(rng.random((h, w)) < rng.random()).astype(np.uint8) for _ in range(n)]
-    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    payload, offsets, counts = pack_runs([mask_to_runs(m) for m in dense])
     inter = masks.intersections(payload, offsets, counts)
     rles = [coco_rle(m) for m in dense]
     np.testing.assert_array_equal(masks.iou(inter), coco.iou(rles, rles, [0] * n))
@@ -162,7 +166,7 @@ def test_centroids_equal_dense_means(data: st.DataObject) -> None:
     n = data.draw(st.integers(1, 8))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     dense = [(rng.random((h, w)) < rng.random() ** 2).astype(np.uint8) for _ in range(n)]
-    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    payload, offsets, counts = pack_runs([mask_to_runs(m) for m in dense])
     got = masks.centroids(payload, offsets, counts, h)
     for m, xy in zip(dense, got, strict=True):
         ys, xs = np.nonzero(m)
@@ -174,7 +178,7 @@ def test_centroids_equal_dense_means(data: st.DataObject) -> None:
 
 @pytest.mark.parametrize("mask", edge_masks(), ids=lambda m: f"{m.shape}")
 def test_centroids_of_edge_masks(mask: np.ndarray) -> None:
-    payload, offsets, counts = pack_runs([masks.mask_to_runs(mask)])
+    payload, offsets, counts = pack_runs([mask_to_runs(mask)])
     got = masks.centroids(payload, offsets, counts, mask.shape[0])[0]
     ys, xs = np.nonzero(mask)
     want = [xs.mean() + 0.5, ys.mean() + 0.5] if len(xs) else [np.nan, np.nan]
@@ -186,7 +190,7 @@ def test_centroids_of_edge_masks(mask: np.ndarray) -> None:
 def test_decode_padded_is_sam_resize_longest_side(height: int, width: int, pad: bool) -> None:
     rng = np.random.default_rng(height * width)
     dense = [(rng.random((height, width)) < 0.4).astype(np.uint8) for _ in range(3)]
-    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    payload, offsets, counts = pack_runs([mask_to_runs(m) for m in dense])
     longest = 64
     h, w = masks.resize_longest_shape(height, width, longest)
     assert max(h, w) == longest
@@ -200,7 +204,7 @@ def test_decode_padded_is_sam_resize_longest_side(height: int, width: int, pad: 
 def test_parallel_decode_equals_serial() -> None:
     rng = np.random.default_rng(7)
     dense = [(rng.random((40, 61)) < p).astype(np.uint8) for p in np.linspace(0, 1, 9)]
-    payload, offsets, counts = pack_runs([masks.mask_to_runs(m) for m in dense])
+    payload, offsets, counts = pack_runs([mask_to_runs(m) for m in dense])
     for size in (None, (16, 16), (80, 100)):
         serial = masks.decode(payload, offsets, counts, 40, 61, size=size)
         parallel = masks.decode(payload, offsets, counts, 40, 61, size=size, parallel=True)

@@ -11,9 +11,10 @@ import pytest
 from pycocotools import mask as mask_util
 
 from sa1b_pack import open_store
-from sa1b_pack.codec.rle import runs_to_string, string_to_runs
+from sa1b_pack.codec.rle import string_to_runs
 from sa1b_pack.source.annotation import AnnotationError, parse_annotation_json
 from sa1b_pack.source.document import build_document
+from sa1b_pack.testing.rle_reference import runs_to_string
 from sa1b_pack.write.packer import pack
 
 H, W = 6, 8

@@ -34,7 +34,7 @@ def cli_pack(src: Path, dst: Path, crash_at: str | None = None) -> subprocess.Po
     if crash_at:
         env["SA1B_PACK_CRASH_AT"] = crash_at
     return subprocess.Popen(
-        [sys.executable, "-m", "sa1b_pack.cli", "pack", str(src), str(dst), "--quiet"],
+        [sys.executable, "-m", "sa1b_pack", "pack", str(src), str(dst), "--quiet"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -428,7 +428,7 @@ def big_source(tmp_path_factory: pytest.TempPathFactory, tools) -> Path:
 
 def run_cli_pack(src: Path, dst: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "sa1b_pack.cli", "pack", str(src), str(dst)]
+    command = [sys.executable, "-m", "sa1b_pack", "pack", str(src), str(dst)]
     command += ["--shards", f"0-{KILL_SHARDS - 1}", "--jobs", "1", "--quiet"]
     return subprocess.Popen(
         command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -40,7 +40,7 @@ def test_length_and_global_order(store: Store, source_images) -> None:
     got = [(s.shard, s.image_id) for s in store]
     assert got == [(src.shard, src.image_id) for src in source_images]
     assert got == sorted(got)
-    assert store.num_masks == sum(len(src.doc["annotations"]) for src in source_images)
+    assert store.info()["masks"] == sum(len(src.doc["annotations"]) for src in source_images)
 
 
 def test_image_fields_equal_source(store: Store, source_images) -> None:

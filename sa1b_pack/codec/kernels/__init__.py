@@ -29,7 +29,6 @@ from .common import (
 from .decode import check_runs, decode_masks, decode_masks_parallel, runs_sum, sample_map
 from .runs import (
     foreground_intervals,
-    mask_to_runs,
     pairwise_intersections,
     runs_area,
     runs_bbox,
@@ -52,7 +51,6 @@ __all__ = [
     "encode_counts",
     "encode_counts_batch",
     "foreground_intervals",
-    "mask_to_runs",
     "pairwise_intersections",
     "parse_counts",
     "parse_counts_batch",

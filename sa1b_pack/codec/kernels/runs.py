@@ -1,35 +1,10 @@
-"""Geometry from the runs alone: dense -> runs, area, box, foreground intervals, overlaps."""
+"""Geometry from the runs alone: area, box, foreground intervals, overlaps."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .common import ERR_OUT_TOO_SMALL, jit
-
-
-@jit
-def mask_to_runs(mask, out):
-    """Dense (H, W) mask -> column-major runs in ``out``; returns the run count or ERR_*."""
-    height = mask.shape[0]
-    width = mask.shape[1]
-    n = 0
-    value = 0
-    length = np.int64(0)
-    for x in range(width):
-        for y in range(height):
-            v = 1 if mask[y, x] else 0
-            if v != value:
-                if n >= out.shape[0]:
-                    return ERR_OUT_TOO_SMALL
-                out[n] = length
-                n += 1
-                value = v
-                length = 0
-            length += 1
-    if n >= out.shape[0]:
-        return ERR_OUT_TOO_SMALL
-    out[n] = length
-    return n + 1
+from .common import jit
 
 
 @jit

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(h.row("S3: first touch of a part", [first_requests], "requests", what=what))
             order = [int(i) for i in np.random.default_rng(0).permutation(len(far))]
             actions = {
-                "metadata (ids, bbox, iou)": lambda s: (s.ids, s.bbox, s.predicted_iou),
+                "metadata (ids, bbox, iou)": lambda s: (s.mask_ids, s.bbox, s.predicted_iou),
                 "+ masks(64 @ 256, padded)": lambda s: s.masks(
                     np.arange(min(64, len(s))), longest=256, pad=True),
                 "+ jpeg bytes": lambda s: bytes(s.jpeg),

@@ -6,7 +6,7 @@ columns), the JSON rebuild (columns -> JSON), the part writer's tables, both par
 verify. A column with a ``source`` is copied from the annotation JSON (a dotted path inside
 ``image`` or inside one annotation; a number indexes a list); a column without one is layout
 the packer writes (payload offsets, member names, JSON of unknown keys). Adding a field to
-the store is one line here.
+the store is one line here: a copied numeric mask column is also a ``Sample`` accessor.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Column:
     type: pa.DataType
     source: str | None = None  # JSON path inside the image object or one annotation
     nullable: bool = False
+    attribute: str | None = None  # Sample's accessor of a copied mask column, if not ``name``
 
     @property
     def width(self) -> int | None:
@@ -71,7 +72,7 @@ IMAGE_COLUMNS = (
 
 MASK_COLUMNS = (
     Column("image_id", pa.int64()),  # the image's, repeated: a mask row stands alone
-    Column("id", pa.int64(), "id"),
+    Column("id", pa.int64(), "id", attribute="mask_ids"),  # as the training batch names it
     Column("bbox", BOX, "bbox"),
     Column("area", pa.int64(), "area"),
     Column("predicted_iou", pa.float64(), "predicted_iou"),

@@ -17,7 +17,7 @@ import simplejpeg
 
 from ..codec import rle as mask_codec
 from ..errors import ConfigError, StoreError
-from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS
+from ..format.columns import IMAGE_COLUMNS, MASK_COLUMNS, Column
 from ..format.files import JPEG_PAYLOAD, RESIZED_PAYLOAD
 from ..source.document import build_document
 from .parts import Part, attached_spec
@@ -99,31 +99,6 @@ class Sample:
         missing = self._part.entry["attached"][name]["missing"]  # sorted image ids
         k = bisect.bisect_left(missing, self.image_id)
         return k == len(missing) or missing[k] != self.image_id
-
-    @property
-    def ids(self) -> np.ndarray:
-        return self._part.mask_slice("id", self._lo, self._n)
-
-    @property
-    def bbox(self) -> np.ndarray:
-        """(N, 4) float64 [x, y, w, h], as the source has it."""
-        return self._part.mask_slice("bbox", self._lo, self._n)
-
-    @property
-    def area(self) -> np.ndarray:
-        return self._part.mask_slice("area", self._lo, self._n)
-
-    @property
-    def predicted_iou(self) -> np.ndarray:
-        return self._part.mask_slice("predicted_iou", self._lo, self._n)
-
-    @property
-    def stability_score(self) -> np.ndarray:
-        return self._part.mask_slice("stability_score", self._lo, self._n)
-
-    @property
-    def crop_box(self) -> np.ndarray:
-        return self._part.mask_slice("crop_box", self._lo, self._n)
 
     @property
     def point_coords(self) -> np.ndarray | list[np.ndarray]:
@@ -234,3 +209,21 @@ class Sample:
             image, masks, strings, self._image("extra").as_py(),
             [extras[j].as_py() for j in range(self._n)],
         )  # fmt: skip
+
+
+def _mask_accessor(column: Column) -> property:
+    name = column.name
+    shape = f"(N, {column.width})" if column.width else "(N,)"
+
+    def get(self: Sample) -> np.ndarray:
+        return self._part.mask_slice(name, self._lo, self._n)
+
+    get.__doc__ = f"{shape} {column.numpy_dtype} ``{column.source}`` of each mask, source order."
+    return property(get)
+
+
+# One accessor per copied numeric mask column (mask_ids, bbox, area, predicted_iou...): a
+# column added to format/columns.py is readable here with no code; ragged point_coords above.
+for _column in MASK_COLUMNS:
+    if _column.source is not None and _column.numeric:
+        setattr(Sample, _column.attribute or _column.name, _mask_accessor(_column))

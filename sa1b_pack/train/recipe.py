@@ -165,7 +165,7 @@ def training_sample(
         "points": points,
         "predicted_iou": s.predicted_iou[chosen].copy(),
         "stability_score": s.stability_score[chosen].copy(),
-        "mask_ids": s.ids[chosen].copy(),
+        "mask_ids": s.mask_ids[chosen].copy(),
         "image_id": s.image_id,
         "orig_size": (s.height, s.width),
         "input_size": (h, w),

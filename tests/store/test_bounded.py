@@ -88,12 +88,12 @@ def test_a_thousand_parts_under_a_256_descriptor_limit(thousand_parts: Path) -> 
 def test_open_parts_are_bounded_and_reopen_equal(packed_dir: Path) -> None:
     store = open_store(packed_dir, max_open_parts=1)
     first = store[0]
-    ids = first.ids.copy()
+    ids = first.mask_ids.copy()
     for i in range(len(store)):  # every part in turn: one stays open
         assert store[i].image_id > 0
         assert len(store._parts) == 1
-    np.testing.assert_array_equal(first.ids, ids)  # views of a closed part stay valid
-    np.testing.assert_array_equal(store[0].ids, ids)
+    np.testing.assert_array_equal(first.mask_ids, ids)  # views of a closed part stay valid
+    np.testing.assert_array_equal(store[0].mask_ids, ids)
     with pytest.raises(ValueError, match="max_open_parts"):
         open_store(packed_dir, max_open_parts=0)
 

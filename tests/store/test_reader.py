@@ -62,7 +62,7 @@ def test_annotation_fields_equal_source(store: Store, source_images) -> None:
     for i, src in enumerate(source_images):
         s, anns = store[i], src.doc["annotations"]
         n = len(anns)
-        np.testing.assert_array_equal(s.ids, np.array([a["id"] for a in anns], np.int64))
+        np.testing.assert_array_equal(s.mask_ids, np.array([a["id"] for a in anns], np.int64))
         np.testing.assert_array_equal(s.area, np.array([a["area"] for a in anns], np.int64))
         for name in ("bbox", "crop_box"):
             expected = np.array([a[name] for a in anns], np.float64).reshape(n, 4)
@@ -111,7 +111,7 @@ def test_images_without_annotations(store: Store, source_images) -> None:
         s = store[i]
         assert len(s) == 0
         assert s.masks().shape == (0, s.height, s.width)
-        assert s.ids.shape == (0,) and s.bbox.shape == (0, 4)
+        assert s.mask_ids.shape == (0,) and s.bbox.shape == (0, 4)
         assert s.point_coords.shape == (0, 1, 2)
         with pytest.raises(IndexError):
             s.rle(0)
@@ -168,7 +168,7 @@ def test_masks_out_wrong_shape_or_dtype(store: Store, source_images, make) -> No
 def test_views_are_read_only(store: Store, source_images) -> None:
     i = next(i for i, src in enumerate(source_images) if src.doc["annotations"])
     s = store[i]
-    for name in ("bbox", "area", "ids", "predicted_iou", "stability_score", "crop_box"):
+    for name in ("bbox", "area", "mask_ids", "predicted_iou", "stability_score", "crop_box"):
         view = getattr(s, name)
         assert not view.flags.writeable, name
         with pytest.raises(ValueError):
@@ -304,3 +304,23 @@ def test_prefetch_accepts_any_range_and_plain_arrays(packed_dir: Path) -> None:
     for start, size in ((0, 1), (1, 4095), (4097, 10), (len(jpeg) - 3, 3), (5, 0)):
         prefetch(jpeg, start, size)  # unaligned starts are rounded down to a page
     prefetch(np.zeros(10, np.uint8), 0, 10)  # not a memory map: nothing to advise
+
+
+def test_sample_has_one_accessor_per_copied_mask_column(store: Store, source_images) -> None:
+    """The column list drives Sample: every copied numeric mask column is an accessor, equal
+    to the source JSON's values (one line in format/columns.py adds a column everywhere)."""
+    from sa1b_pack.format.columns import MASK_COLUMNS
+
+    s, anns = store[0], source_images[0].doc["annotations"]
+    copied = [c for c in MASK_COLUMNS if c.source is not None and c.numeric]
+    assert {c.attribute or c.name for c in copied} >= {"mask_ids", "bbox", "area", "crop_box"}
+    for c in copied:
+        got = getattr(type(s), c.attribute or c.name)
+        assert isinstance(got, property) and c.source in got.__doc__, c.name
+        want = []
+        for a in anns:
+            value = a
+            for key in c.source.split("."):
+                value = value[int(key)] if key.isdigit() else value[key]
+            want.append(value)
+        np.testing.assert_array_equal(getattr(s, c.attribute or c.name), np.array(want))

@@ -45,7 +45,7 @@ def test_filters_equal_a_pyarrow_query(store: Store, packed_dir: Path) -> None:
             )
             if iou >= 0.9 and st >= 0.92 and a >= 60
         ]
-        assert sample["mask_ids"].tolist() == s.ids[expected].tolist()
+        assert sample["mask_ids"].tolist() == s.mask_ids[expected].tolist()
 
 
 def test_random_sampling_is_deterministic_per_seed_epoch_image(store: Store) -> None:
@@ -56,7 +56,7 @@ def test_random_sampling_is_deterministic_per_seed_epoch_image(store: Store) -> 
         a = training_sample(store, i, recipe, epoch=0)["mask_ids"]
         assert training_sample(store, i, recipe, epoch=0)["mask_ids"].tolist() == a.tolist()
         assert len(a) == 3 and len(set(a.tolist())) == 3
-        assert set(a.tolist()) <= set(store[i].ids.tolist())
+        assert set(a.tolist()) <= set(store[i].mask_ids.tolist())
     draws = {tuple(training_sample(store, busy[0], recipe, epoch=e)["mask_ids"]) for e in range(6)}
     assert len(draws) > 1, "epochs must draw different masks"
     other_seed = Recipe(max_masks=3, seed=8)
@@ -72,9 +72,9 @@ def test_largest_and_all_sampling(store: Store) -> None:
         s = store[i]
         largest = training_sample(store, i, Recipe(max_masks=4, mask_sampling="largest"))
         by_area = sorted(range(len(s)), key=lambda j: (-int(s.area[j]), j))[:4]
-        assert largest["mask_ids"].tolist() == s.ids[by_area].tolist()
+        assert largest["mask_ids"].tolist() == s.mask_ids[by_area].tolist()
         every = training_sample(store, i, Recipe(max_masks=1, mask_sampling="all"))
-        assert every["mask_ids"].tolist() == s.ids.tolist()
+        assert every["mask_ids"].tolist() == s.mask_ids.tolist()
 
 
 def test_masks_equal_pycocotools_resampled_and_padded(store: Store, source_images) -> None:

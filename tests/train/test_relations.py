@@ -71,7 +71,7 @@ def test_relations_are_off_by_default_and_match_the_sample_api(store: Store) -> 
     assert not {"iou", "containment", "centroids", "scale_level"} & set(plain)
     full = training_sample(store, 2, Recipe(max_masks=5, relations=True))
     s = store[2]
-    chosen = [s.ids.tolist().index(j) for j in full["mask_ids"].tolist()]
+    chosen = [s.mask_ids.tolist().index(j) for j in full["mask_ids"].tolist()]
     np.testing.assert_array_equal(full["iou"], s.mask_iou(chosen))
     np.testing.assert_array_equal(full["containment"], s.mask_containment(chosen))
     centroids = rle.centroids(*s.mask_runs(chosen), s.height)

@@ -24,7 +24,7 @@ from pycocotools import mask as mask_util
 
 from sa1b_pack import open_store
 
-FIELDS = ("ids:id", "bbox", "area", "predicted_iou", "stability_score", "point_coords")
+FIELDS = ("mask_ids:id", "bbox", "area", "predicted_iou", "stability_score", "point_coords")
 
 
 def differences(sample, members: dict[str, bytes]) -> list[str]:

@@ -66,7 +66,7 @@ def assert_same_samples(a, b) -> None:
         assert (x.image_id, x.file_name, x.width, x.height) == (y.image_id, y.file_name,
                                                                 y.width, y.height)  # fmt: skip
         assert bytes(x.jpeg) == bytes(y.jpeg)
-        for field in ("ids", "bbox", "area", "predicted_iou", "stability_score", "crop_box"):
+        for field in ("mask_ids", "bbox", "area", "predicted_iou", "stability_score", "crop_box"):
             np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
         np.testing.assert_array_equal(x.masks(), y.masks())
         assert x.document() == y.document()

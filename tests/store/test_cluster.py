@@ -98,7 +98,7 @@ def test_store_on_s3_compatible_storage(
         a, b = local[i], far[i]
         assert (a.image_id, a.file_name, a.width, a.height) == (b.image_id, b.file_name,
                                                                 b.width, b.height)  # fmt: skip
-        for field in ("ids", "bbox", "area", "predicted_iou", "stability_score", "crop_box"):
+        for field in ("mask_ids", "bbox", "area", "predicted_iou", "stability_score", "crop_box"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
         np.testing.assert_array_equal(a.point_coords, b.point_coords)
         assert bytes(a.jpeg) == bytes(b.jpeg)

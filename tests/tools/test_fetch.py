@@ -372,7 +372,7 @@ def test_disk_space_refusal(origin: Path, tmp_path: Path, monkeypatch: pytest.Mo
         assert not faults.gets  # refused before any download
         assert fetch(links, src, SHARDS, delete_tars=True, **run).ok
         monkeypatch.setattr(disk_module.shutil, "disk_usage", lambda p: usage._replace(free=0))
-        run["dst"] = tmp_path / "dst2"
+        run["store"] = tmp_path / "dst2"
         with pytest.raises(DiskSpaceError):
             fetch(links, tmp_path / "src2", [0], **run)
         assert fetch(links, tmp_path / "src2", [0], force=True, **run).packed == ["sa_000000"]

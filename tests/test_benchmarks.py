@@ -36,6 +36,8 @@ def run_script(script: str, *args: str | os.PathLike) -> str:
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`make bench`, smoke-sized: run.py's stdout, its JSON and its path."""
+    for module in ("torch", "psutil", "webdataset", "matplotlib"):  # what its questions import
+        pytest.importorskip(module, reason="make bench needs the torch and bench extras")
     results = tmp_path_factory.mktemp("bench-results")
     cache = tmp_path_factory.mktemp("bench-cache")
     out = run_script("run.py", "--smoke", "--cache", cache, "--results", results)

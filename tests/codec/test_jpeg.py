@@ -74,6 +74,7 @@ def test_pre_resized_store_serves_training(resized_store: Path, packed_dir: Path
 
 
 def test_dataset_says_which_jpegs_it_uses(resized_store: Path, packed_dir: Path) -> None:
+    pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
     from sa1b_pack.torch import SA1BDataset
 
     assert "pre-resized 64 px JPEGs (quality 90)" in repr(SA1BDataset(resized_store, image_size=64))

@@ -156,6 +156,7 @@ def test_a_local_store_needs_no_cache(packed_dir: Path, tmp_path: Path) -> None:
 
 
 def test_dataset_workers_read_through_the_cache(remote: str, packed_dir: Path, tmp_path: Path):
+    pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
     import torch
     from torch.utils.data import DataLoader
 

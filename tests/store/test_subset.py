@@ -13,7 +13,6 @@ from sa1b_pack.cli import main
 from sa1b_pack.store.manifest import read_manifest
 from sa1b_pack.store.packer import pack
 from sa1b_pack.store.subset import image_id_of, read_ids
-from sa1b_pack.torch import SA1BDataset
 
 
 def test_every_form_of_an_entry(tmp_path: Path) -> None:
@@ -42,6 +41,9 @@ def test_store_subset(packed_dir: Path) -> None:
 
 
 def test_dataset_on_a_subset_keeps_the_quality_filters(packed_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+    from sa1b_pack.torch import SA1BDataset
+
     store = open_store(packed_dir)
     every = SA1BDataset(store)
     filtered = SA1BDataset(store, min_predicted_iou=0.9)

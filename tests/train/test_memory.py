@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
+pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+
 from torch.utils.data import DataLoader
 
 from sa1b_pack.torch import SA1BDataset, SA1BLoader, collate

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 

@@ -45,6 +45,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"stdout": out, "run": json.loads(path.read_text()), "path": path}
 
 
+@pytest.mark.slow
 def test_make_bench_answers_every_question_in_one_table(bench_run: dict[str, Any]) -> None:
     out, run = bench_run["stdout"], bench_run["run"]
     assert out.startswith("$ ") and "allocator: " in out
@@ -62,6 +63,7 @@ def test_make_bench_answers_every_question_in_one_table(bench_run: dict[str, Any
     assert len(run["questions"]["run"]["rows"]) == 3  # against the limits and the seed loader
 
 
+@pytest.mark.slow
 def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any]) -> None:
     rows = {k: {r["measure"] for r in p["rows"]} for k, p in bench_run["run"]["questions"].items()}
     assert {"memset fill(0)", "memset fill(1)", "sequential read, cold"} <= rows["limits"]
@@ -98,6 +100,7 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
         assert bench_run["run"]["questions"][key]["reading"]  # computed conclusions
 
 
+@pytest.mark.slow
 def test_report_regenerates_only_the_marked_section(
     bench_run: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -54,6 +54,7 @@ def resized_store(source_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return dst
 
 
+@pytest.mark.slow
 def test_pre_resized_store_serves_training(resized_store: Path, packed_dir: Path) -> None:
     store, plain = open_store(resized_store), open_store(packed_dir)
     assert store.image_longest == 64 and plain.image_longest is None

@@ -73,6 +73,7 @@ def thousand_parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "store"
 
 
+@pytest.mark.slow
 def test_a_thousand_parts_under_a_256_descriptor_limit(thousand_parts: Path) -> None:
     code = CHILD.format(limit=FD_LIMIT)
     proc = subprocess.run([sys.executable, "-c", code, str(thousand_parts)],

@@ -3,22 +3,22 @@
 # tests marked slow (pyproject's markers), for quick iteration.
 #
 # torch, by TORCH (e.g. `make venv TORCH=keep`, or `export TORCH=keep` for every target):
-#   pinned (default) the first pin pip can find: constraints-torch-cpu.txt (the CPU build we test
-#                    with; here a local wheel), else constraints-torch.txt (the same version, the
-#                    index's build), else pyproject's torch>=2.4. A probe resolves the pin without
-#                    downloading torch (pip install --dry-run --no-deps), so a missing build costs
-#                    one index query, never a failed install.
+#   pinned (default) the first pin pip can find (.ci/torch-pin: one index query, no download):
+#                    constraints-torch-cpu.txt (the CPU build we test with; here a local wheel),
+#                    else constraints-torch.txt (the same version, the index's build), else
+#                    pyproject's torch>=2.4. A missing build never fails the install.
 #   keep             no torch pin: a torch already in .venv stays (a GPU user's own build: put it
 #                    there first), and a missing one is pyproject's torch>=2.4 from your index.
 #   none             no torch extra: the tests that need torch skip, saying why.
 # PIP_FLAGS: pip flags for the project's install, e.g. `--dry-run` with a throwaway VENV=... to
-# see what an install would resolve (no stamp is written then).
+# see what it would install (no stamp is written then; pip may still download wheels to read
+# their metadata, all of torch's where the index serves no metadata files).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH ?= pinned
 PIP_FLAGS ?= --quiet
-PINS := pyproject.toml constraints.txt constraints-torch-cpu.txt constraints-torch.txt
+PINS := pyproject.toml constraints.txt constraints-torch-cpu.txt constraints-torch.txt .ci/torch-pin
 ifeq ($(filter pinned keep none,$(TORCH)),)
 $(error TORCH=$(TORCH): use pinned, keep or none)
 endif
@@ -39,15 +39,8 @@ DEMO := demo
 $(STAMP): $(PINS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	@pins=; if [ "$(TORCH)" = pinned ]; then \
-		for file in constraints-torch-cpu.txt constraints-torch.txt; do \
-			if $(BIN)/python -m pip install --dry-run --no-deps --quiet -c $$file torch \
-				>/dev/null 2>&1; then pins="-c $$file"; break; fi; \
-			echo "torch: pip finds no $$(grep -m1 '^torch' $$file) here"; \
-		done; \
-	fi; \
-	echo "torch: $${pins:-no pin, pyproject's requirement} (TORCH=$(TORCH))"; \
-	set -x; $(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt $$pins -e ".[$(EXTRAS)]"
+	@pins="$(if $(filter pinned,$(TORCH)),$$(.ci/torch-pin $(BIN)/python))" && set -x && \
+	$(BIN)/python -m pip install $(PIP_FLAGS) -c constraints.txt $$pins -e ".[$(EXTRAS)]"
 	rm -f $(VENV)/.installed-*
 	$(if $(findstring --dry-run,$(PIP_FLAGS)),,touch $(STAMP))
 

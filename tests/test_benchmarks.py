@@ -36,6 +36,8 @@ def run_script(script: str, *args: str | os.PathLike) -> str:
 @pytest.fixture(scope="module")
 def bench_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`make bench`, smoke-sized: run.py's stdout, its JSON and its path."""
+    for module in ("torch", "psutil", "webdataset", "matplotlib"):  # what its questions import
+        pytest.importorskip(module, reason="make bench needs the torch and bench extras")
     results = tmp_path_factory.mktemp("bench-results")
     cache = tmp_path_factory.mktemp("bench-cache")
     out = run_script("run.py", "--smoke", "--cache", cache, "--results", results)
@@ -43,6 +45,7 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"stdout": out, "run": json.loads(path.read_text()), "path": path}
 
 
+@pytest.mark.slow
 def test_make_bench_answers_every_question_in_one_table(bench_run: dict[str, Any]) -> None:
     out, run = bench_run["stdout"], bench_run["run"]
     assert out.startswith("$ ") and "allocator: " in out
@@ -60,6 +63,7 @@ def test_make_bench_answers_every_question_in_one_table(bench_run: dict[str, Any
     assert len(run["questions"]["run"]["rows"]) == 3  # against the limits and the seed loader
 
 
+@pytest.mark.slow
 def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any]) -> None:
     rows = {k: {r["measure"] for r in p["rows"]} for k, p in bench_run["run"]["questions"].items()}
     assert {"memset fill(0)", "memset fill(1)", "sequential read, cold"} <= rows["limits"]
@@ -96,6 +100,7 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
         assert bench_run["run"]["questions"][key]["reading"]  # computed conclusions
 
 
+@pytest.mark.slow
 def test_report_regenerates_only_the_marked_section(
     bench_run: dict[str, Any], tmp_path: Path
 ) -> None:

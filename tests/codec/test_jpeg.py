@@ -54,6 +54,7 @@ def resized_store(source_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return dst
 
 
+@pytest.mark.slow
 def test_pre_resized_store_serves_training(resized_store: Path, packed_dir: Path) -> None:
     store, plain = open_store(resized_store), open_store(packed_dir)
     assert store.image_longest == 64 and plain.image_longest is None
@@ -74,6 +75,7 @@ def test_pre_resized_store_serves_training(resized_store: Path, packed_dir: Path
 
 
 def test_dataset_says_which_jpegs_it_uses(resized_store: Path, packed_dir: Path) -> None:
+    pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
     from sa1b_pack.torch import SA1BDataset
 
     assert "pre-resized 64 px JPEGs (quality 90)" in repr(SA1BDataset(resized_store, image_size=64))

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import numba, numpy as np
@@ -33,6 +35,7 @@ def run(env_extra: dict[str, str], *args: str, tmp_path: Path) -> subprocess.Com
     )
 
 
+@pytest.mark.slow
 def test_codec_tests_pass_with_bounds_checking(tmp_path: Path) -> None:
     probe = run({"NUMBA_BOUNDSCHECK": "1"}, "-c", PROBE, tmp_path=tmp_path)
     assert probe.stdout.strip() == "bounds checked", probe.stderr

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -155,21 +154,20 @@ def test_a_shard_packed_after_the_attach(source_dir: Path, tmp_path: Path) -> No
 
 
 ATTACH_SCRIPT = textwrap.dedent("""
-    import sys, time
-    import numpy as np
     from tests.store.test_attach import teacher
+    from sa1b_pack.storage.faults import crash_point
     from sa1b_pack.write.attach import attach
 
-    def slow(sample):
-        time.sleep({pause})
+    def computed(sample):
+        crash_point("attach-fn")  # SA1B_PACK_CRASH_AT=attach-fn@k: killed at the k-th array
         return teacher(sample.image_id)
 
-    attach({store!r}, "teacher", slow, jobs=2, progress=False)
+    attach({store!r}, "teacher", computed, jobs=2, progress=False)
 """)
 
 
-def run_attach(store: Path, crash_at: str | None = None, pause: float = 0.0) -> subprocess.Popen:
-    code = ATTACH_SCRIPT.format(store=str(store), pause=pause)
+def run_attach(store: Path, crash_at: str | None = None) -> subprocess.Popen:
+    code = ATTACH_SCRIPT.format(store=str(store))
     env = {**os.environ, "SA1B_PACK_CRASH_AT": crash_at or ""}
     root = str(Path(__file__).resolve().parents[2])  # this checkout's sa1b_pack first
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
@@ -195,17 +193,13 @@ def test_kill_at_a_commit_step_then_resume(store_dir: Path, crash_at: str, done:
     assert attached_files(store_dir) == listed_files(store_dir)  # the killed run's file: gone
 
 
-def test_kill_at_a_random_moment_then_resume(store_dir: Path) -> None:
-    proc = run_attach(store_dir, pause=0.05)  # 27 images on 2 threads: ~0.7 s
-    deadline = time.monotonic() + 60
-    while not committed(store_dir) and proc.poll() is None:  # first part committed
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    assert 1 <= len(committed(store_dir)) < 3
+def test_kill_while_computing_a_part_then_resume(store_dir: Path) -> None:
+    """Killed between commit steps: at the 14th of 27 arrays, i.e. mid-way through the second
+    part (9 images each, computed part after part), some of its rows already written."""
+    proc = run_attach(store_dir, "attach-fn@14")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, err.decode()
+    assert committed(store_dir) == ["sa_000000"]
     assert verify(store_dir, progress=False) == []
     attach(store_dir, "teacher", embed, progress=False)
     assert_every_row(store_dir)

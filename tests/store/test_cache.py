@@ -102,6 +102,7 @@ def test_byte_limit_held_by_evicting_least_recently_used(remote: str, packed_dir
         open_store(remote, cache_dir=tmp_path / "small", cache_bytes=min(sizes) - 1)[0]
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_cache_without_duplicate_downloads(remote: str, tmp_path):
     argv = [sys.executable, "-c", READ_ALL, remote, str(tmp_path / "cache"), str(10**9)]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -156,6 +157,7 @@ def test_a_local_store_needs_no_cache(packed_dir: Path, tmp_path: Path) -> None:
 
 
 def test_dataset_workers_read_through_the_cache(remote: str, packed_dir: Path, tmp_path: Path):
+    pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
     import torch
     from torch.utils.data import DataLoader
 

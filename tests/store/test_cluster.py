@@ -71,6 +71,7 @@ def test_shard_for_ranks(packed_dir: Path) -> None:
         store.shard_for(2, 2)
 
 
+@pytest.mark.slow
 def test_store_on_s3_compatible_storage(
     s3_endpoint: str, source_dir: Path, packed_dir: Path
 ) -> None:

@@ -297,13 +297,38 @@ def test_mask_iou_and_containment_equal_pycocotools(store: Store, source_images)
     assert checked > 0
 
 
-def test_prefetch_accepts_any_range_and_plain_arrays(packed_dir: Path) -> None:
-    from sa1b_pack.read.parts import prefetch
+def test_prefetch_advises_the_range_from_its_page(
+    packed_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any byte range becomes one madvise from the page holding its first byte to its last
+    byte, which the kernel accepts; empty or out-of-bounds ranges advise nothing."""
+    import mmap
 
+    from sa1b_pack.read import parts
+
+    calls, real = [], parts._libc.madvise
+
+    class Recording:
+        def madvise(self, address: int, length: int, advice: int) -> int:
+            calls.append((address, length, advice, real(address, length, advice)))
+            return calls[-1][-1]
+
+    monkeypatch.setattr(parts, "_libc", Recording())
     jpeg = open_store(packed_dir).part(0)._payloads["jpeg.bin"]
-    for start, size in ((0, 1), (1, 4095), (4097, 10), (len(jpeg) - 3, 3), (5, 0)):
-        prefetch(jpeg, start, size)  # unaligned starts are rounded down to a page
-    prefetch(np.zeros(10, np.uint8), 0, 10)  # not a memory map: nothing to advise
+    for start, size in ((0, 1), (1, 4095), (4097, 10), (len(jpeg) - 3, 3)):
+        calls.clear()
+        parts.prefetch(jpeg, start, size)
+        ((address, length, advice, returned),) = calls
+        first = jpeg.ctypes.data + start
+        assert address % mmap.PAGESIZE == 0 and address <= first < address + mmap.PAGESIZE
+        assert address + length == first + size and advice == mmap.MADV_WILLNEED
+        assert returned == 0, (start, size)  # the kernel took the range: aligned and mapped
+    calls.clear()
+    for start, size in ((5, 0), (-1, 2), (len(jpeg) - 3, 4)):
+        parts.prefetch(jpeg, start, size)
+    assert calls == []
+    parts.prefetch(np.zeros(10, np.uint8), 0, 10)  # not a file mapping: advised, a no-op
+    assert len(calls) == 1
 
 
 def test_sample_has_one_accessor_per_copied_mask_column(store: Store, source_images) -> None:

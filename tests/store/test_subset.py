@@ -42,6 +42,8 @@ def test_store_subset(packed_dir: Path) -> None:
 
 
 def test_dataset_on_a_subset_keeps_the_quality_filters(packed_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+
     store = open_store(packed_dir)
     every = SA1BDataset(store)
     filtered = SA1BDataset(store, min_predicted_iou=0.9)

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -34,8 +34,12 @@ from sa1b_pack.testing.synth import synth_shards
 from sa1b_pack.write.packer import pack
 
 SHARDS = [0, 1, 2, 3]
-STALL = 1.0  # seconds a stalling server sleeps: longer than the client's timeout below
-FAST = Http(retries=4, timeout=0.3, backoff=0.01)
+# A timeout no healthy loopback transfer reaches, even on a loaded machine: the tests assert
+# outcomes (whole files, the errors named), never how many retries a run took.
+FAST = Http(retries=4, timeout=30.0, backoff=0.01)
+# Only where a stalled body must be given up on (a stall lasts until the server stops): a
+# healthy read that happens to pause this long is retried like any other, with the same outcome.
+STALL_TIMEOUT = 2.0
 SERVER_LIFETIME = 60.0  # a server shuts itself down after this, whatever the test does
 
 
@@ -45,7 +49,7 @@ class Faults:
 
     status: dict[str, int] = field(default_factory=dict)  # shard -> forced HTTP status
     resets: Counter = field(default_factory=Counter)  # GETs reset (RST) half way
-    stalls: Counter = field(default_factory=Counter)  # GETs that stop sending for STALL s
+    stalls: Counter = field(default_factory=Counter)  # GETs that stop sending until `release`
     short: Counter = field(default_factory=Counter)  # GETs with no Content-Length, cut short
     no_range: bool = False  # ignore Range, always 200 and the whole file
     no_head: bool = False  # 403 to HEAD, as URLs signed for GET only answer
@@ -53,6 +57,7 @@ class Faults:
     gets: Counter = field(default_factory=Counter)
     requests: Counter = field(default_factory=Counter)  # every HEAD and GET
     ranges: list[tuple[str, str | None]] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)  # set as the server stops
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self, kind: Counter, name: str) -> bool:
@@ -134,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
             elif faults.take(faults.stalls, name):
                 self.wfile.write(payload[: half // 2])
                 self.wfile.flush()
-                time.sleep(STALL)
+                faults.release.wait(SERVER_LIFETIME)  # until the client gives up and the test ends
                 self.close_connection = True
             else:
                 for at in range(0, len(payload), 4096):
@@ -157,6 +162,7 @@ def serve(root: Path, faults: Faults) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
+        faults.release.set()
         watchdog.cancel()
         server.shutdown()
         server.server_close()
@@ -271,7 +277,8 @@ def test_fetch_pack_through_faults_then_fresh_links(
     src, dst, log = tmp_path / "src", tmp_path / "dst", Log()
     with serve(origin, faults) as base:
         links = links_file(tmp_path / "links.txt", base)
-        run = dict(store=dst, delete_tars=True, jobs=2, http=FAST, progress=False, log=log)
+        http = replace(FAST, timeout=STALL_TIMEOUT)  # sa_000001's stall must time out
+        run = dict(store=dst, delete_tars=True, jobs=2, http=http, progress=False, log=log)
         report = fetch(links, src, SHARDS, **run)
         assert report.expired == ["sa_000002"]
         assert report.failed == {"sa_000002": "HTTP 403: links file is expired: get a fresh one"}
@@ -287,17 +294,18 @@ def test_fetch_pack_through_faults_then_fresh_links(
         said = "\n".join(log.lines)
         assert "sa_000000: connection reset at" in said
         size = (origin / "sa_000003.tar").stat().st_size  # the short body is its first half
-        assert f"sa_000003: size mismatch: got {size // 2:,} of {size:,} bytes; retry 1/4" in said
+        assert f"sa_000003: size mismatch: got {size // 2:,} of {size:,} bytes; retry " in said
         assert "sa_000001: timed out" in said
         assert "links file is expired: get a fresh one (https://" in said
-        resumed = [r for n, r in faults.ranges if n in ("sa_000001", "sa_000003") and r]
-        assert len(resumed) == 2 and all(re.fullmatch(r"bytes=[1-9]\d*-", r) for r in resumed)
+        resumed = [(n, r) for n, r in faults.ranges if n in ("sa_000001", "sa_000003") and r]
+        assert {n for n, _ in resumed} == {"sa_000001", "sa_000003"}  # each resumed mid-file
+        assert all(re.fullmatch(r"bytes=[1-9]\d*-", r) for _, r in resumed)
 
         faults.status.clear()  # the fresh links file
         before = faults.gets.copy()
         report = fetch(links, src, SHARDS, **run)
         assert report.ok and report.packed == ["sa_000002"]
-        assert faults.gets - before == Counter(sa_000002=1)  # done shards were not fetched again
+        assert set(faults.gets - before) == {"sa_000002"}  # done shards were not fetched again
     assert tools.same_contents(read_manifest(dst)["shards"]) == tools.same_contents(direct)
     assert tars_left(src) == []
 
@@ -318,7 +326,10 @@ def test_resume_part_files(origin: Path, tmp_path: Path, no_range: bool) -> None
     for index in (1, 2):
         name = f"sa_00000{index}.tar"
         assert (src / name).read_bytes() == (origin / name).read_bytes()
-    assert sorted(faults.ranges) == [("sa_000001", "bytes=10000-"), ("sa_000002", "bytes=5000-")]
+    first = {}
+    for name, asked in faults.ranges:
+        first.setdefault(name, asked)
+    assert first == {"sa_000001": "bytes=10000-", "sa_000002": "bytes=5000-"}  # from the .part
     restarts = [line for line in log.lines if "ignores Range" in line]
     assert len(restarts) == (1 if no_range else 0)  # said once, not once per file
 
@@ -326,12 +337,15 @@ def test_resume_part_files(origin: Path, tmp_path: Path, no_range: bool) -> None
 def test_slow_server_is_not_a_timeout(
     origin: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """The timeout bounds the wait between bytes, not the transfer (here ~4x the timeout).
+    """The timeout bounds the wait between bytes, not the transfer: 15 chunks 0.25 s apart
+    take ~1.9x the 2 s timeout, each gap 1/8 of it (the margin a loaded machine needs).
     With progress on and stderr not a terminal, the log gets plain lines, no redraws."""
     src, log = tmp_path / "src", Log()
-    with serve(origin, Faults(delay=0.1)) as base:
+    assert (origin / "sa_000000.tar").stat().st_size > 14 * 4096  # 15 chunks of 4 KiB
+    with serve(origin, Faults(delay=0.25)) as base:
         links = links_file(tmp_path / "links.txt", base)
-        report = fetch(links, src, [0], jobs=1, http=FAST, log=log)  # with progress bars
+        http = replace(FAST, timeout=2.0)
+        report = fetch(links, src, [0], jobs=1, http=http, log=log)  # with progress bars
     assert report.downloaded == ["sa_000000"]
     assert not [line for line in log.lines if "retry" in line]
     err = capfd.readouterr().err
@@ -351,7 +365,7 @@ def test_http_errors_are_reported_and_the_rest_go_on(origin: Path, tmp_path: Pat
     assert report.expired == ["sa_000001"]
     assert report.failed["sa_000000"].startswith("HTTP 404: not on the server")
     assert report.failed["sa_000001"] == "HTTP 410: links file is expired: get a fresh one"
-    assert report.failed["sa_000003"].startswith("size query failed 5 times (HTTP 503")
+    assert re.match(r"size query failed \d+ times \(HTTP 503", report.failed["sa_000003"])
     assert tars_left(src) == ["sa_000002.tar"]
 
 
@@ -406,10 +420,11 @@ def test_bad_tars_kept_truncated_refetched_committed_deleted(
         size = (origin / "sa_000001.tar").stat().st_size
         assert f"sa_000001.tar: 20,000 bytes, not the {size:,}" in "\n".join(log.lines)
         assert tars_left(src) == ["sa_000000.tar", "sa_000001.tar.bad", "sa_000003.tar"]
-        assert faults.gets == Counter(sa_000000=1, sa_000001=1)
+        assert set(faults.gets) == {"sa_000000", "sa_000001"}
 
+        before = faults.gets.copy()
         report = fetch(links, src, SHARDS, **run)  # the source tar is bad: not fetched again
-        assert faults.gets == Counter(sa_000000=1, sa_000001=1)
+        assert faults.gets == before
         assert report.present == ["sa_000000"] and "sa_000000" in report.pack_failed
     shards = tools.same_contents(read_manifest(dst)["shards"])
     assert shards == tools.same_contents(
@@ -449,16 +464,22 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from sa1b_pack.fetch import download
 from sa1b_pack.fetch.run import fetch
 download.CHUNK = 4096
-fetch({links!r}, {src!r}, [0, 1, 2, 3], store={dst!r}, delete_tars=True, jobs=2, progress=False)
+http = download.Http(timeout={timeout})  # a read stalled at Ctrl-C ends after this
+fetch({links!r}, {src!r}, [0, 1, 2, 3], store={dst!r}, delete_tars=True, jobs=2, http=http,
+      progress=False)
 """
 
 
 def test_ctrl_c_then_rerun_resumes(origin: Path, direct: dict, tmp_path: Path, tools) -> None:
+    """Every GET stalls part way (each retry adds a quarter of what is left), so no shard can
+    finish before the Ctrl-C: it lands mid-file whatever the machine's load."""
     src, dst = tmp_path / "src", tmp_path / "dst"
-    faults = Faults(delay=0.05)  # ~0.5 s per shard: time to interrupt mid-file
+    faults = Faults(stalls=Counter({f"sa_{i:06d}": 1000 for i in SHARDS}))
     with serve(origin, faults) as base:
         links = links_file(tmp_path / "links.txt", base)
-        script = INTERRUPTED_RUN.format(links=str(links), src=str(src), dst=str(dst))
+        script = INTERRUPTED_RUN.format(
+            links=str(links), src=str(src), dst=str(dst), timeout=STALL_TIMEOUT
+        )
         run = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while not any(p.stat().st_size for p in src.glob("*.part")):
@@ -468,9 +489,11 @@ def test_ctrl_c_then_rerun_resumes(origin: Path, direct: dict, tmp_path: Path, t
         _, err = run.communicate(timeout=30)
         assert run.returncode != 0 and b"KeyboardInterrupt" in err
         parts = {p.name.split(".")[0]: p.stat().st_size for p in src.glob("*.part")}
-        assert parts and all(parts.values())
+        parts = {name: size for name, size in parts.items() if size}  # those with bytes resume
+        assert parts  # stopped mid-file
 
-        faults.delay, faults.ranges[:] = 0.0, []
+        faults.stalls.clear()
+        faults.ranges[:] = []
         report = fetch(links, src, SHARDS, store=dst, delete_tars=True, http=FAST, progress=False)
         assert report.ok
         assert {(name, f"bytes={size}-") for name, size in parts.items()} <= set(faults.ranges)

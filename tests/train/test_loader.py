@@ -7,6 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
+
+pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+
 import torch
 from torch.utils.data import DataLoader
 

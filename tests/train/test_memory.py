@@ -22,9 +22,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+
+pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+
 from torch.utils.data import DataLoader
 
 from sa1b_pack.torch import SA1BDataset, SA1BLoader, collate
+
+pytestmark = pytest.mark.slow  # ten epochs per case
 
 RECIPE = dict(image_size=256, mask_size=64, max_masks=16, seed=0)
 FIRST, LAST = 4, 10  # epochs compared: the first ones settle the allocators

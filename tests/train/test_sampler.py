@@ -9,6 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+pytest.importorskip("torchdata", reason="optional dependency: pip install sa1b-pack[torch]")
+
 import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
@@ -64,7 +68,10 @@ def test_an_epoch_is_the_same_whatever_the_workers_and_run(dataset, packed_dir, 
     assert full_epoch(dataset, seed=6, order=order, window=1) != reference
 
 
-@pytest.mark.parametrize("workers,context", [(0, None), (1, "fork"), (2, "fork"), (2, "spawn")])
+@pytest.mark.parametrize(
+    "workers,context",
+    [(0, None), (1, "fork"), (2, "fork"), pytest.param(2, "spawn", marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize("k", [0, 1, 3])
 def test_exact_resume_after_k_batches(dataset, workers, context, k):
     sampler = SA1BSampler(dataset, 1, 0, seed=1)
@@ -81,6 +88,7 @@ def test_exact_resume_after_k_batches(dataset, workers, context, k):
     assert seen + samples(resumed) == whole
 
 
+@pytest.mark.slow
 def test_resume_in_a_new_process(dataset, packed_dir, tmp_path):
     whole = samples(loader(dataset, SA1BSampler(dataset, 1, 0, seed=3), 2))
     first = loader(dataset, SA1BSampler(dataset, 1, 0, seed=3), 2)

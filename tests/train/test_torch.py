@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -83,7 +86,10 @@ def loader_ids(ds: SA1BDataset, workers: int, context: str | None) -> list[tuple
     return out
 
 
-@pytest.mark.parametrize(("workers", "context"), [(1, "fork"), (2, "fork"), (2, "spawn")])
+@pytest.mark.parametrize(
+    ("workers", "context"),
+    [(1, "fork"), (2, "fork"), pytest.param(2, "spawn", marks=pytest.mark.slow)],
+)
 def test_workers_give_the_same_samples(dataset: SA1BDataset, workers: int, context: str) -> None:
     assert loader_ids(dataset, workers, context) == loader_ids(dataset, 0, None)
 
@@ -172,6 +178,7 @@ def test_one_spill_file_per_dataset_removed_with_it(
     assert spill_files(spill_everything) == []
 
 
+@pytest.mark.slow
 def test_spilled_index_under_spawn_workers(packed_dir: Path, spill_everything: Path) -> None:
     ds = SA1BDataset(packed_dir, **RECIPE, seed=3)
     expected = loader_ids(ds, 0, None)

@@ -66,8 +66,8 @@ class Result:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how it was measured
-    skipped: list[str] = field(default_factory=list)  # cases left out, each with its reason
     data: dict[str, Any] = field(default_factory=dict)  # anything else worth keeping (chart)
+    skipped: list[str] = field(default_factory=list)  # cases left out, each with its reason
 
 
 QUESTIONS: dict[str, tuple[str, Callable[[Ctx], Result], str]] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness import row, x
+from harness import format_cell, row, x
 
 FLOOR = "floor: decode_image only"
 FULL, OURS = "full-res sample: PIL + json + pycocotools", "full-res sample: image() + masks(out=)"
@@ -68,8 +68,8 @@ def masks(t: Rows) -> list[str]:
         lambda: f"Full-size decode gives {x(t(ours) / t(coco))} the masks/s of pycocotools;",
         lambda: f"it writes {t(written):.1f} GB/s, {100 * t(written) / t(memset):.0f}% of a "
                 "memset of the same bytes;",
-        lambda: "sampled and resized, it is " + " and ".join(
-            f"{x(t(m.replace(', ours', ', ref')) / t(m))} faster than the reference "
+        lambda: "sampled and resized, it runs at " + " and ".join(
+            f"{x(t(m.replace(', ours', ', ref')) / t(m))} the reference's speed "
             f"({m.removesuffix(', ours')})" for m in resized) + ".",
     )]  # fmt: skip
 
@@ -103,7 +103,11 @@ def memory(t: Rows) -> list[str]:
         top = max((m for m in growth if ("mmap threshold" in m) == fixed), key=t)
         case = top.split(" RSS growth")[0]  # "<case>: <process>,"
         rss = [t(f"{case} RSS after epoch {e}") for e in (1, last)]
-        return f"{t(top):+.1f}% ({case[:-1]}: {(rss[1] - rss[0]) / (last - 1):+.1f} MB per epoch)"
+        name, proc = case[:-1].split(": ")
+        return (
+            f"{'+' if t(top) >= 0 else ''}{format_cell(t(top))}% ({proc} of {name}: "
+            f"{(rss[1] - rss[0]) / (last - 1):+.1f} MB of RSS per epoch)"
+        )
 
     def speed() -> str:
         fixed = next(m for m in t.ending(": epoch") if "mmap threshold" in m)
@@ -111,8 +115,8 @@ def memory(t: Rows) -> list[str]:
 
     return [sentences(
         lambda: f"From epoch 1 to epoch {last} the largest RSS growth of any kind of process "
-                f"(median over its processes) is {worst(False)};",
-        lambda: f"with glibc's mmap threshold fixed at 1 MB in the workers, {worst(True)}"
+                f"(median over its processes) is {worst(False)}.",
+        lambda: f"With glibc's mmap threshold fixed at 1 MB in the workers: {worst(True)}"
                 + speed(),
     )]  # fmt: skip
 
@@ -126,8 +130,9 @@ def peers(t: Rows) -> list[str]:
         lambda: f"sa1b_pack delivers {x(min(speed))}-{x(max(speed))} the samples/s of each peer "
                 "at 0 and 2 workers.",
         lambda: f"The peers spend {t('peers, 0 workers: pycocotools share of a sample'):.0f}% of "
-                "a sample in pycocotools decoding every mask;",
-        lambda: f"how their bytes arrive moves them by {x(max(w0) / min(w0))} at most (0 workers).",
+                "a sample in pycocotools decoding every mask.",
+        lambda: f"How their bytes arrive moves the peers by {x(max(w0) / min(w0))} at most "
+        "(0 workers).",
         lambda: f"A full-resolution sample (image and every mask) reads {x(t(FULL) / t(OURS))} "
                 "faster than with PIL + json + pycocotools.",
     )]  # fmt: skip

@@ -160,7 +160,7 @@ def test_readings_of_known_rows(monkeypatch) -> None:
                   ("A: epoch", 60.0, "samples/s"))  # fmt: skip
     (line,) = reading("memory", memory)  # no mmap-threshold case: its clause is left out
     assert line.startswith("From epoch 1 to epoch 10 the largest RSS growth") and "+34.0%" in line
-    assert "+11.3 MB per epoch" in line and "mmap" not in line
+    assert "+11.3 MB of RSS per epoch" in line and "mmap" not in line
     peers = rows(("sa1b_pack, 0 workers", 40.0, "samples/s"),
                  ("sa1b_pack, 2 workers", 60.0, "samples/s"),
                  ("seed-style files, 0 workers", 1.0, "samples/s"),

@@ -86,7 +86,8 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
         assert f"pack: not measured: {reason}" in bench_run["stdout"]
     assert len(rows["access"]) == 5 * 2 * 2  # patterns x orders x caches
     assert "training recipe, random, cold" in rows["access"]
-    assert sum(m.endswith(", ours") for m in rows["masks"]) == 3 and len(rows["masks"]) == 10
+    assert sum(m.endswith(", ours") for m in rows["masks"]) == 3 and len(rows["masks"]) == 11
+    assert {"full size, ours, output written", "memset fill(1), same bytes"} <= rows["masks"]
     loader = {"W=0", "W=2 fork", "W=2 spawn", "pre-resized, W=0", "pre-resized, W=2 fork"}
     assert {f"SA1BDataset, {k}" for k in loader} <= rows["loader"]
     threads = {"threads=1", "threads=2", "pre-resized, threads=1", "pre-resized, threads=2"}
@@ -97,7 +98,7 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
         for what in ("RSS after epoch 1", "RSS after epoch 3", "RSS growth epoch 1 -> 3"):
             assert f"{case}: main process, {what}" in rows["memory"]
             assert ("SA1BLoader" in case) != (f"{case}: each worker, {what}" in rows["memory"])
-    peers = {"seed-style files", "naive tar", "WebDataset"}
+    peers = {"sa1b_pack", "seed-style files", "naive tar", "WebDataset"}  # ratios: vs its rows
     assert {f"{p}, {w} workers" for p in peers for w in (0, 2)} <= rows["peers"]
     scale = rows["scale"]
     for order in ("uniform", "blocks"):
@@ -108,6 +109,7 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     assert {"first touch of a real-size part", "index of eligible images, per 1 M masks"} <= scale
     cases = ("local", "S3, no cache", "S3, cache cold", "S3, cache warm")
     assert {f"training recipe, {case}" for case in cases} <= scale
+    assert {"S3, no cache: requests per sample", "pack the run's shards to S3 (no delay)"} <= scale
     for key in ("access", "loader", "memory", "peers", "scale"):  # computed from the rows
         assert bench_run["run"]["questions"][key]["reading"]
 

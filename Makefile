@@ -34,7 +34,7 @@ JOBS ?= 2
 IMAGE_LONGEST ?=
 DEMO := demo
 
-.PHONY: venv demo test test-fast lint pack bench clean
+.PHONY: venv demo test test-fast lint docs pack bench clean
 
 $(STAMP): $(PINS)
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check sa1b_pack tests benchmarks
 	$(BIN)/ruff format --check sa1b_pack tests benchmarks
 
+# The guides as a site in site/; strict: a broken link or anchor between pages fails the build.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # pytest exits 5 when it collected no test: for us that is a broken suite, not a pass.
 PYTEST_ARGS ?=
-test: lint
+test: lint docs
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
@@ -70,10 +74,10 @@ demo: $(STAMP)
 	$(BIN)/python benchmarks/demo_readback.py $(DEMO)/store $(DEMO)/src
 
 # make bench: every benchmark in one run on synthetic shards (made once, cached in
-# benchmarks/.cache), one table, benchmarks/results/<date>-<host>.json + .png, then the README
-# section regenerated from that JSON. FULL=1 SRC=/data/sa1b SHARDS=0-3: the same on real
-# shards (DST=... on the command line: pack into, or reuse, that store). BENCH_ARGS: more flags
-# for benchmarks/run.py (e.g. --only peers,access).
+# benchmarks/.cache), one table, benchmarks/results/<date>-<host>.json + .png, then
+# docs/benchmarks.md (+ its chart) generated from that JSON. FULL=1 SRC=/data/sa1b
+# SHARDS=0-3: the same on real shards (DST=... on the command line: pack into, or reuse, that
+# store). BENCH_ARGS: more flags for benchmarks/run.py (e.g. --only peers,access).
 FULL ?=
 BENCH_ARGS ?=
 bench: $(STAMP)

@@ -13,14 +13,13 @@ from sa1b_pack.train.recipe import Recipe, training_sample
 @question("access", "What does each way of reading a sample cost, in sequential and random "
           "order, page cache warm and cold?")  # fmt: skip
 def access(ctx: Ctx) -> Result:
-    store = open_store(ctx.store)
-    k, size, m = ctx.size(64, 8), ctx.size(1024, 64), ctx.size(256, 16)
-    recipe = Recipe(image_size=size, mask_size=m, max_masks=k, min_predicted_iou=0.88,
-                    min_stability_score=0.95, min_area=100, seed=ctx.seed)  # fmt: skip
+    store, k = open_store(ctx.store), ctx.size(64, 8)
+    recipe = Recipe(**h.recipe(ctx, max_masks=k))
+    size, m = recipe.image_size, recipe.mask_size
     indices = h.with_masks(store, ctx.size(48, 4, 200), ctx.seed)
     rng = np.random.default_rng(ctx.seed)
     picks = {i: rng.choice(len(store[i]), min(k, len(store[i])), replace=False) for i in indices}
-    buf = h.faulted(max(max(len(store[i]), k) * store[i].height * store[i].width for i in indices))
+    buf = h.mask_buffer(store, indices, k)
 
     def meta(i: int) -> None:
         s = store[i]
@@ -58,19 +57,8 @@ def access(ctx: Ctx) -> Result:
                 ref = sec[name, "sequential", "warm"]
                 rel = "ref" if got is ref else f"{h.p50(got) / h.p50(ref):.2f}x"
                 rows.append(h.latency(f"{name}, {order}, {cache}", got, rel, what))
-    cold_ms = {name: 1e3 * (h.p50(sec[name, "random", "cold"]) - h.p50(sec[name, "random", "warm"]))
-               for name in patterns}  # fmt: skip
-    spread = [
-        h.p50(sec[n, "random", "warm"]) / h.p50(sec[n, "sequential", "warm"]) for n in patterns
-    ]
-    reading = [
-        f"Random order costs {min(spread):.2f}x-{max(spread):.2f}x sequential's time warm. A cold "
-        "page cache adds "
-        + ", ".join(f"{v:+.2f} ms ({n})" for n, v in cold_ms.items())
-        + " per random sample."
-    ]
     notes = [f"{len(indices)} samples with masks; warm: {passes} timed passes per order (10x "
              "for metadata) after an untimed one; cold: one pass per order with the store's "
              "files evicted before every call (madvise + posix_fadvise DONTNEED; the VM host may "
              "still cache the disk), so readahead helps neither order."]  # fmt: skip
-    return Result(rows, reading, notes)
+    return Result(rows, notes)

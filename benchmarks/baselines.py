@@ -1,9 +1,10 @@
 """What users run instead of sa1b_pack: pycocotools + PIL, the seed's recipe, and the peers'
-ways of getting a sample's JPEG + JSON bytes (extracted files, naive tar, WebDataset, LitData).
+ways of getting a sample's JPEG + JSON bytes (extracted files, naive tar, WebDataset).
 
 Every peer feeds the same ``seed_sample``, so peers differ only in how bytes reach it. With 0
-workers each dataset records seconds per step in ``parts``. torch, webdataset and litdata are
-imported only where used.
+workers each dataset records seconds per step in ``parts``. torch and webdataset are imported
+only where used. LitData is not a peer here: it pulls torchvision, whose CUDA wheel fails
+beside the CPU torch, so it could never be measured on this project's machines.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import tarfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -191,26 +192,3 @@ def webdataset(urls: list[Path], stage: WdsStage) -> Any:
     import webdataset as wds
 
     return wds.WebDataset([str(u) for u in urls], shardshuffle=False).map(stage)
-
-
-def litdata(files: dict[int, tuple[Path, Path]], keys: dict[int, int], folder: Path, recipe,
-            seed: int) -> Any:  # fmt: skip
-    """``litdata.optimize`` the raw bytes, then a shuffled StreamingDataset mapped by the seed."""
-    from litdata import StreamingDataset, optimize
-
-    items = [(keys[i], str(j), str(s)) for i, (j, s) in files.items()]
-    optimize(fn=_lit_item, inputs=items, output_dir=str(folder), chunk_bytes="64MB",
-             num_workers=1, mode="overwrite", verbose=False)  # fmt: skip
-
-    class Lit(StreamingDataset):
-        parts: ClassVar[Parts] = {}
-
-        def __getitem__(self, index: Any) -> dict:
-            item = super().__getitem__(index)
-            return seed_sample(item["jpg"], item["json"], item["key"], recipe, self.parts)
-
-    return Lit(str(folder), shuffle=True, seed=seed)
-
-
-def _lit_item(item: tuple[int, str, str]) -> dict[str, Any]:
-    return {"key": item[0], "jpg": Path(item[1]).read_bytes(), "json": Path(item[2]).read_bytes()}

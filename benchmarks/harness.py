@@ -1,19 +1,12 @@
 """The one benchmark harness: a registry of questions, timing, rows, environment, inputs, JSON.
 
-A question is a function registered with ``@question(key, "the question?")`` that takes a
-``Ctx`` (the run's shards, store, sizes) and returns a ``Result``: rows (p50/p95 of measured
-values), computed "reading" lines and notes. ``run.py`` runs each question in its own process.
-
-Timing is our own ~30 lines (``side_by_side``, ``per_call``), not pyperf or pytest-benchmark:
-- ratios must come from interleaved rounds (every case once per round, order rotated), so a noisy
-  minute on this 2-core VM hits both sides; pyperf runs one benchmark after another, each in
-  its own worker processes, and pytest-benchmark one test after another;
-- many measures are not a function called in a loop: a DataLoader epoch with fork/spawn
-  workers, a pack in a fresh process for its peak RSS, a cold read that must evict the page
-  cache before every call without timing the eviction;
-- pyperf's calibrated worker processes (20 by default, each re-importing torch/numba and
-  reopening the store) would multiply `make bench`'s few minutes, and it owns ``sys.argv``.
-So the statistics stay simple and visible: medians, p95 of per-call times, n repeats.
+A question is ``@question(key, "the question?")`` over ``fn(ctx) -> Result`` (rows: p50/p95 of
+measured values, and notes); ``run.py`` runs each in its own process and readings.py computes
+its conclusions from its rows. Timing is our own (``side_by_side``, ``per_call``), not pyperf
+or pytest-benchmark: ratios must come from interleaved rounds (every case once per round, order
+rotated, so a noisy minute hits both sides), many measures are not a function in a loop (a
+DataLoader epoch, a cold read that evicts untimed before each call), and pyperf's calibrated
+worker processes would multiply the run's minutes. So: medians, p95, n repeats, all visible.
 """
 
 from __future__ import annotations
@@ -26,8 +19,10 @@ import json
 import mmap
 import os
 import platform
+import re
 import shlex
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -42,14 +37,11 @@ RESULTS_DIR = BENCH_DIR / "results"
 CACHE_DIR = BENCH_DIR / ".cache"
 HEADERS = ("measure", "p50", "unit", "p95", "n", "ratio", "what")
 VERSIONS = ("numpy", "numba", "pyarrow", "simplejpeg", "pillow", "opencv-python-headless",
-            "pycocotools", "torch", "zarr", "webdataset", "litdata")  # fmt: skip
+            "pycocotools", "torch", "webdataset")  # fmt: skip
 ENV_PREFIXES = ("MALLOC_", "OPENBLAS_", "OMP_", "MKL_", "NUMBA_", "PYTHONMALLOC")
 
 # pycocotools 2.0.x under numpy 2 warns about its own __array__ on every decode: not ours.
 warnings.filterwarnings("ignore", message="__array__ implementation", category=DeprecationWarning)
-
-# ---------------------------------------------------------------------------------------------
-# The registry
 
 
 @dataclass
@@ -70,10 +62,12 @@ class Ctx:
 
 @dataclass
 class Result:
+    """A question's answer; its reading lines are computed later from ``rows`` (readings.py)."""
+
     rows: list[dict[str, Any]] = field(default_factory=list)
-    reading: list[str] = field(default_factory=list)  # conclusions, computed from the rows
     notes: list[str] = field(default_factory=list)  # how it was measured
     data: dict[str, Any] = field(default_factory=dict)  # anything else worth keeping (chart)
+    skipped: list[str] = field(default_factory=list)  # cases left out, each with its reason
 
 
 QUESTIONS: dict[str, tuple[str, Callable[[Ctx], Result], str]] = {}
@@ -89,13 +83,7 @@ def question(key: str, text: str) -> Callable:
     return register
 
 
-# ---------------------------------------------------------------------------------------------
-# Timing and statistics
-
-
-def side_by_side(
-    cases: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
-) -> dict[str, list[float]]:
+def side_by_side(cases: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict:
     """Seconds per call of each case; each round runs every case once, in rotating order."""
     names = list(cases)
     for _ in range(warmup):
@@ -155,10 +143,6 @@ def latency(measure: str, seconds: Sequence[float], ratio: str = "", what: str =
     return row(measure, [t * scale for t in seconds], unit, ratio, what)
 
 
-# ---------------------------------------------------------------------------------------------
-# Tables and results
-
-
 def format_cell(value: Any) -> str:
     if isinstance(value, float):
         if value != value:
@@ -181,15 +165,10 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Atomically (no half-written results)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_plain) + "\n")
+    plain = lambda v: v.tolist() if isinstance(v, np.generic | np.ndarray) else str(v)  # noqa: E731
+    tmp.write_text(json.dumps(data, indent=1, default=plain) + "\n")
     os.replace(tmp, path)
     return path
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic | np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def run_name() -> str:
@@ -198,13 +177,9 @@ def run_name() -> str:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    found = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
+    return found[1].strip() if found else platform.processor() or "unknown"
 
 
 def _version(dist: str) -> str:
@@ -233,19 +208,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# Inputs: the same shards and store for every question
-
-
-def parse_shards(spec: str) -> list[int]:
-    """'0-3' or '3,7' -> indices."""
-    out: list[int] = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out += range(int(lo), int(hi or lo) + 1)
-    return out
-
-
 def synth_cached(indices: Sequence[int], images: int, small: bool, cache: Path | None) -> list:
     """Synthetic shards, made once per parameters and generator version (they cost ~0.3 s per
     full-size image), in ``cache`` (default benchmarks/.cache)."""
@@ -272,6 +234,43 @@ def pack_store(tars: Sequence[Path], dst: Path, **kwargs: Any) -> Path:
     return dst
 
 
+def recipe(ctx: Ctx, filtered: bool = True, **more: Any) -> dict[str, Any]:
+    """The SAM training recipe the questions time (smaller in smoke runs), quality filters on."""
+    out = dict(image_size=ctx.size(1024, 64), mask_size=ctx.size(256, 16), max_masks=64,
+               seed=ctx.seed)  # fmt: skip
+    if filtered:
+        out.update(min_predicted_iou=0.88, min_stability_score=0.95, min_area=100)
+    return out | more
+
+
+def drain(loader: Iterable) -> None:
+    """One epoch: batches received, not touched, as a trainer receives them."""
+    for _ in loader:
+        pass
+
+
+def s3_server(bucket: str, delay: list[float] | None = None) -> Any:
+    """A moto S3 server on loopback holding ``bucket``, sleeping ``delay[0]`` s before every
+    response (a list: change it while the server runs); fsspec's s3 points at it."""
+    import fsspec
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    app, delay = DomainDispatcherApplication(create_backend_app), delay or [0.0]
+
+    def slow(environ, start_response):
+        time.sleep(delay[0])
+        return app(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, slow, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    fsspec.config.conf["s3"] = {"endpoint_url": f"http://127.0.0.1:{server.server_port}"}
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    fsspec.filesystem("s3").mkdir(bucket)
+    return server
+
+
 def spread(count: int, k: int, seed: int) -> list[int]:
     """``k`` of ``range(count)`` drawn without replacement (seeded), ascending."""
     if k >= count:
@@ -285,6 +284,12 @@ def with_masks(store: Any, k: int, seed: int) -> list[int]:
     return [have[j] for j in spread(len(have), k, seed)]
 
 
+def mask_buffer(store: Any, indices: Sequence[int], k: int = 0, least: int = 0) -> np.ndarray:
+    """A faulted buffer for the full-size masks (at least ``k``) of any of these samples."""
+    need = max(max(len(store[i]), k) * store[i].height * store[i].width for i in indices)
+    return faulted(max(need, least))
+
+
 def flat_view(buffer: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A C-contiguous ``shape`` view on the front of a reused flat buffer."""
     return buffer[: int(np.prod(shape))].reshape(shape)
@@ -296,9 +301,6 @@ def faulted(nbytes: int) -> np.ndarray:
     buffer.fill(1)
     return buffer
 
-
-# ---------------------------------------------------------------------------------------------
-# Cold page cache
 
 _libc = ctypes.CDLL(None, use_errno=True)
 

@@ -10,9 +10,10 @@ import shutil
 import time
 from pathlib import Path
 
+import harness as h
 import numpy as np
 import psutil
-from harness import Ctx, Result, p50, pack_store, question, ratio, row, side_by_side, spread, x
+from harness import Ctx, Result, question
 from torch.utils.data import DataLoader, Subset
 
 from sa1b_pack.codec.jpeg import decode_image
@@ -40,22 +41,16 @@ def with_teacher(store: Path, dst: Path) -> Path:
     return dst
 
 
-def epoch(loader: DataLoader) -> None:
-    for _ in loader:  # batches are received, not touched, as a trainer receives them
-        pass
-
-
 @question("loader", "How close is the training DataLoader to the JPEG decode + resize floor, "
           "and what do workers and a pre-resized store change?")  # fmt: skip
 def loader(ctx: Ctx) -> Result:
-    size, m, batch = ctx.size(1024, 64), ctx.size(256, 16), 8
-    recipe = dict(image_size=size, mask_size=m, max_masks=64, min_predicted_iou=0.88,
-                  min_stability_score=0.95, min_area=100, seed=ctx.seed)  # fmt: skip
+    recipe, batch = h.recipe(ctx), 8
+    size, m = recipe["image_size"], recipe["mask_size"]
     ds = SA1BDataset(ctx.store, **recipe)
-    positions = spread(len(ds), ctx.size(48, 6, 96), ctx.seed)
+    positions = h.spread(len(ds), ctx.size(48, 6, 96), ctx.seed)
     sets = {"": ds}
     if not ctx.full:  # a real store's pre-resized copy would take minutes to pack
-        resized = pack_store(ctx.tars, ctx.work / "loader-resized", image_longest=size)
+        resized = h.pack_store(ctx.tars, ctx.work / "loader-resized", image_longest=size)
         sets["pre-resized, "] = SA1BDataset(resized, **recipe)
     ds[positions[0]]  # numba kernels compiled/loaded before any fork
     loaders = {}
@@ -78,7 +73,7 @@ def loader(ctx: Ctx) -> Result:
     first = {}
     for name, lo in loaders.items():  # untimed: starts the persistent workers
         t0 = time.perf_counter()
-        epoch(lo)
+        h.drain(lo)
         first[name] = time.perf_counter() - t0
     image = np.ones((size, size, 3), np.uint8)
     samples = [ds.store[int(ds.index[p])] for p in positions]
@@ -87,53 +82,46 @@ def loader(ctx: Ctx) -> Result:
         for s in samples:
             decode_image(s.jpeg, s.height, s.width, size, image)
 
-    cases = {name: (lambda lo=lo: epoch(lo)) for name, lo in loaders.items()}
-    sec = side_by_side({**cases, "floor": floor}, ctx.size(5, 1), warmup=0)
-    n, w0, fl = len(positions), sec["W=0"], sec.pop("floor")
-    rows = [row(f"{'SA1BLoader' if 'threads' in name else 'SA1BDataset'}, {name}",
-                [n / v for v in t], "samples/s",
-                f"{x(ratio(sec[REF[name]], t))} {REF[name]}" if name in REF else "ref",
-                f"batch {batch}" + ("; persistent workers" if "W=2" in name else "")
-                + ("; threads in this process" if "threads" in name else ""))
-            for name, t in sec.items()]  # fmt: skip
+    cases = {name: (lambda lo=lo: h.drain(lo)) for name, lo in loaders.items()}
+    sec = h.side_by_side({**cases, "floor": floor}, ctx.size(5, 1), warmup=0)
+    n, fl = len(positions), sec.pop("floor")
+    rate = {name: [n / v for v in t] for name, t in sec.items()}
+    rows = [h.row(f"{'SA1BLoader' if 'threads' in name else 'SA1BDataset'}, {name}", r,
+                  "samples/s",
+                  f"{h.x(h.ratio(r, rate[REF[name]]))} {REF[name]}" if name in REF else "ref",
+                  f"batch {batch}" + ("; persistent workers" if "W=2" in name else "")
+                  + ("; threads in this process" if "threads" in name else ""))
+            for name, r in rate.items()]  # fmt: skip
     me = psutil.Process()
     workers = sum(c.memory_info().rss for c in me.children(recursive=True))
     for name in (n for n in sec if n.startswith(T)):
         base = REF[name]
         added = [1e3 * (a - b) / n for a, b in zip(sec[name], sec[base], strict=True)]
-        rows.append(row(f"added by the teacher array, {base}", added, "ms/sample",
-                        what=f"per round: ({name}) - ({base}), per sample"))  # fmt: skip
-    rows += [row("RSS, this process (main + loader threads)", [me.memory_info().rss / 1e6], "MB",
-                 what="after every loader ran: threads share it"),
-             row("RSS, DataLoader worker processes, summed", [workers / 1e6], "MB",
-                 what="the persistent workers of the W=2 loaders")]  # fmt: skip
-    what = f"DCT-scaled decode + resize + pad into ({size},{size},3), reused"
-    rel = f"W=0 takes {x(ratio(w0, fl))} its time"
-    rows.append(row("floor: decode_image only", [1e3 * v / n for v in fl], "ms/sample", rel, what))
-    rows_by = {r["measure"]: r for r in rows}
-    reading = [f"With 0 workers a sample takes {x(ratio(w0, fl))} the time of its decode + "
-               f"resize alone; 2 fork workers give {x(ratio(w0, sec['W=2 fork']))} the "
-               "samples/s of 0" + (f"; the pre-resized store {x(ratio(w0, sec[PRE]))} at 0"
-                                   if PRE in sec else "") + "; "
-               f"SA1BLoader with 2 threads gives {x(ratio(sec['threads=1'], sec['threads=2']))} "
-               f"1 thread and {x(ratio(sec['W=2 fork'], sec['threads=2']))} DataLoader's 2 fork "
-               "workers."]  # fmt: skip
-    if f"{T}W=0" in sec:
-        reading.append(
-            f"A {TEACHER} float16 teacher array (2 MiB) per sample adds "
-            + ", ".join(f"{p50(rows_by[f'added by the teacher array, {b}']['values']):.2f} ms "
-                        f"per sample at {b} ({x(ratio(sec[f'{T}{b}'], sec[b]))} its time)"
-                        for b in ("W=0", "threads=2")) + "."
-        )  # fmt: skip
+        rows.append(h.row(f"added by the teacher array, {base}", added, "ms/sample",
+                          what=f"per round: ({name}) - ({base}), per sample"))  # fmt: skip
+    rows += [h.row("RSS, this process (main + loader threads)", [me.memory_info().rss / 1e6],
+                   "MB", what="after every loader ran: threads share it"),
+             h.row("RSS, DataLoader worker processes, summed", [workers / 1e6], "MB",
+                   what="the persistent workers of the W=2 loaders")]  # fmt: skip
+    floor_ms = [1e3 * v / n for v in fl]
+    rows.append(
+        h.row(
+            "floor: decode_image only",
+            floor_ms,
+            "ms/sample",
+            f"W=0 takes {h.x(1e3 / h.p50(rate['W=0']) / h.p50(floor_ms))} its time",
+            f"DCT-scaled decode + resize + pad into ({size},{size},3), reused",
+        )
+    )
     notes = [
         f"{n} images per epoch, image {size}, up to 64 masks at {m}; {len(fl)} "
         "interleaved rounds of every loader and the floor; workers started by an untimed "
         "first epoch, which took " + ", ".join(f"{k} {v:.2f} s" for k, v in first.items())
     ]
     chart = [{"system": "sa1b_pack, pre-resized store" if k.startswith("pre") else "sa1b_pack",
-              "workers": int(k.split("W=")[1][0]), "samples_s": n / float(np.median(t))}
-             for k, t in sec.items() if "spawn" not in k and "W=" in k
+              "workers": int(k.split("W=")[1][0]), "samples_s": h.p50(r)}
+             for k, r in rate.items() if "spawn" not in k and "W=" in k
              and not k.startswith(T)]  # fmt: skip
     del loaders, cases
     gc.collect()  # shuts the persistent workers down
-    return Result(rows, reading, notes, {"chart": chart})
+    return Result(rows, notes, {"chart": chart})

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 import psutil
-from harness import Ctx, Result, p50, question, row, spread, x
+from harness import Ctx, Result, question, row, spread
+from harness import recipe as recipe_of
 from torch.utils.data import DataLoader
 
 from sa1b_pack.torch import SA1BDataset, SA1BLoader, collate
@@ -135,43 +136,25 @@ def case_rows(name: str, snaps: list[dict[str, Any]], samples: int) -> list[dict
     "process or the workers of DataLoader (fork, spawn, persistent) or in SA1BLoader?",
 )
 def memory_question(ctx: Ctx) -> Result:
-    count, batch = ctx.size(10, 3), 4
-    size, m = ctx.size(1024, 64), ctx.size(256, 16)
-    ds = SA1BDataset(ctx.store, image_size=size, mask_size=m, max_masks=64, seed=ctx.seed)
+    count, batch, recipe = ctx.size(10, 3), 4, recipe_of(ctx, filtered=False)
+    size, m = recipe["image_size"], recipe["mask_size"]
+    ds = SA1BDataset(ctx.store, **recipe)
     keys = EpochKeys(spread(len(ds), ctx.size(12, 4, 32), ctx.seed), ctx.seed)
     ds[keys.positions[0]]  # numba kernels loaded before any fork, as a trainer's first step
-    rows, runs = [], {}
+    rows = []
     for name, options in CASES.items():
         if options is None:
             loader: Any = SA1BLoader(ds, batch, threads=2, sampler=keys)
         else:
             loader = DataLoader(ds, batch, sampler=keys, collate_fn=collate, num_workers=2,
                                 **options)  # fmt: skip
-        runs[name] = epochs(loader, keys, count)
+        snaps = epochs(loader, keys, count)
         del loader
         gc.collect()  # persistent workers shut down before the next case
-        rows += case_rows(name, runs[name], len(keys))
-
-    def worst(name: str) -> tuple[float, float, str]:
-        """Largest RSS growth (%) of a process of this case, and its anon MB per epoch."""
-        a, b = runs[name][0], runs[name][-1]
-        pairs = list(zip([a["main"], *a["workers"]], [b["main"], *b["workers"]], strict=True))
-        return max((growth(p["rss"], q["rss"]), (q["anon"] - p["anon"]) / (count - 1), name)
-                   for p, q in pairs)  # fmt: skip
-
-    top, per_epoch, where = max(worst(name) for name in CASES if name != FIXED)
-    fixed = worst(FIXED)
-    speed = {
-        k: p50([len(keys) / s["seconds"] for s in runs[k][1:] or runs[k]]) for k in (FIXED, PLAIN)
-    }
-    reading = [f"From epoch 1 to epoch {count} the largest RSS growth of any process is "
-               f"{top:+.1f}% ({where}: {per_epoch:+.2f} MB of anonymous memory per epoch); "
-               f"with glibc's mmap threshold fixed at 1 MB in the workers, {fixed[0]:+.1f}% "
-               f"({fixed[2]}: {fixed[1]:+.2f} MB per epoch), at "
-               f"{x(speed[FIXED] / speed[PLAIN])} the samples/s."]  # fmt: skip
+        rows += case_rows(name, snaps, len(keys))
     notes = [
         f"{len(keys)} samples per epoch (the same ones, reshuffled, new mask draws), batch "
         f"{batch}, image {size}, up to 64 masks at {m}; {count} epochs per case; "
         "memory taken holding each epoch's last batch; 'each worker': n = 2 workers"
     ]
-    return Result(rows, reading, notes)
+    return Result(rows, notes)

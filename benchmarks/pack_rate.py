@@ -120,6 +120,8 @@ def pack_rate(ctx: Ctx) -> Result:
     current = Packer(BENCH_DIR.parent)
     before_code = old_code(BEFORE, ctx.work / "pack-before")
     before = Packer(before_code) if before_code else None
+    skipped = [] if before else [f"the packer of {BEFORE}: that commit is not in this "
+                                 "checkout's history (a shallow clone?)"]  # fmt: skip
     cases = {"1 job": (current, 1), f"{jobs} jobs": (current, jobs)}
     if before:
         cases[f"1 job, {BEFORE}"] = (before, 1)
@@ -134,7 +136,7 @@ def pack_rate(ctx: Ctx) -> Result:
     from sa1b_pack import open_store
 
     images = len(open_store(ctx.store)) * copies
-    one, many = times["1 job"], times[f"{jobs} jobs"]
+    one, many = ([tar_mb / t for t in times[k]] for k in ("1 job", f"{jobs} jobs"))
     files = [p for p in ctx.store.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
     kinds = {name: sum(p.stat().st_size for p in files if p.name == name)
@@ -143,15 +145,15 @@ def pack_rate(ctx: Ctx) -> Result:
     split = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in (*kinds.items(),
                       ("tables", tables)))  # fmt: skip
     src_bytes = sum(p.stat().st_size for p in ctx.tars)
+    old = [tar_mb / t for t in times.get(f"1 job, {BEFORE}", [])]
     rows = [
-        row("pack, 1 job, MB/s of tar", [tar_mb / t for t in one], "MB/s", "ref",
-            f"{images / p50(one):.0f} images/s; {images} images per pack"),
-        row(f"pack, {jobs} jobs, MB/s of tar", [tar_mb / t for t in many], "MB/s",
-            f"{x(ratio(one, many))} 1 job", "one shard per loky worker"),
-        *([row(f"pack, 1 job, code of {BEFORE}", [tar_mb / t for t in old], "MB/s",
-               f"1 job is {x(ratio(old, one))} this", "before pack-time validation was "
-               "vectorised (issue 14), same shards, same rounds")]
-          if (old := times.get(f"1 job, {BEFORE}")) else []),
+        row("pack, 1 job, MB/s of tar", one, "MB/s", "ref",
+            f"{images * p50(one) / tar_mb:.0f} images/s; {images} images per pack"),
+        row(f"pack, {jobs} jobs, MB/s of tar", many, "MB/s", f"{x(ratio(many, one))} 1 job",
+            "one shard per loky worker"),
+        *([row(f"pack, 1 job, code of {BEFORE}", old, "MB/s", f"1 job is {x(ratio(one, old))} "
+               "this", "before pack-time validation was vectorised (issue 14), same shards, "
+               "same rounds")] if old else []),
         row("peak RSS, packing process", [rss[0]], "MB", what="1-job packs run in it"),
         *([row(f"peak RSS, packing process, code of {BEFORE}", [rss_before], "MB",
                what="its 1-job packs")] if rss_before else []),
@@ -159,11 +161,9 @@ def pack_rate(ctx: Ctx) -> Result:
             what="interpreter and imports included"),
         row("store bytes / tar bytes", [total / src_bytes], "ratio", what=split + " of the store"),
     ]  # fmt: skip
-    notes = [
-        f"{len(tars)} shards, each the samples of one bench shard {copies} times over "
-        f"(renumbered), {tar_mb:.0f} MB of tar "
-        f"per pack; {rounds} interleaved rounds after 1 untimed, each code in its own "
-        "persistent process (benchmarks/pack_child.py) timing only the pack call; peak RSS "
-        "from getrusage (self, and children after the workers exit)."
-    ]
-    return Result(rows, notes=notes, data={"mb_s": tar_mb / p50(one)})
+    notes = [f"{len(tars)} shards, each the samples of one bench shard {copies} "
+             f"times over (renumbered), {tar_mb:.0f} MB of tar per pack; {rounds} interleaved "
+             "rounds after 1 untimed, each code in its own persistent process "
+             "(benchmarks/pack_child.py) timing only the pack call; peak RSS from getrusage "
+             "(self, and children after the workers exit)."]  # fmt: skip
+    return Result(rows, notes, {"mb_s": p50(one)}, skipped)

@@ -5,7 +5,7 @@
 
 Synthetic full-size shards by default (made once, cached in benchmarks/.cache). Each question
 runs in its own process (``--one KEY``), so one's threads, forks and freed memory cannot slow
-the next. Writes results/<date>-<host>.json and .png; report.py renders the README from it.
+the next. Writes results/<date>-<host>.json and .png; report.py renders docs/benchmarks.md from it.
 """
 
 from __future__ import annotations
@@ -21,18 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import harness as h
+from readings import limits_rows, reading
+
+from sa1b_pack import parse_shards
 
 MODULES = {"limits": "limits", "pack": "pack_rate", "access": "access", "masks": "masks",
            "loader": "loader", "memory": "memory", "peers": "peers", "scale": "scale"}  # fmt: skip
-DERIVED = (
-    ("pack, 1 job / cold sequential read", ("pack", "pack, 1 job, MB/s of tar"),
-     ("limits", "sequential read, cold")),
-    ("training recipe / bare JPEG decode at 1/2 DCT",
-     ("access", "training recipe, random, warm"), ("limits", "JPEG decode, 1/2 DCT")),
-    ("SA1BLoader 2 threads / seed-style files 2 workers (samples/s)",
-     ("loader", "SA1BLoader, threads=2"), ("peers", "seed-style files, 2 workers")),
-)  # fmt: skip
-SCALE = {"MB/s": 1e6, "GB/s": 1e9, "ms": 1e-3, "µs": 1e-6, "samples/s": 1.0}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def source_tars(args: argparse.Namespace) -> list[Path]:
-    indices = h.parse_shards(args.shards)
+    indices = parse_shards(args.shards)
     if args.src is not None:
         return [args.src / f"sa_{i:06d}.tar" for i in indices]
     return h.synth_cached(indices, 3 if args.smoke else args.images, args.smoke, args.cache)
@@ -78,23 +72,10 @@ def child(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     res = fn(ctx)
     part = {"question": text, "script": f"benchmarks/{script}", "rows": res.rows,
-            "reading": res.reading, "notes": res.notes, "data": res.data,
+            "notes": res.notes, "skipped": res.skipped, "data": res.data,
             "seconds": time.perf_counter() - t0, "environment": h.environment()}  # fmt: skip
     h.write_json(args.out, part)
     return 0
-
-
-def derived(parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Our numbers against this machine's limits: ratios of rows of the same run."""
-    rows = {(k, r["measure"]): r for k, p in parts.items() for r in p["rows"]}
-    out = []
-    for name, a, b in DERIVED:
-        if a in rows and b in rows:
-            a, b = rows[a], rows[b]
-            value = a["p50"] * SCALE[a["unit"]] / (b["p50"] * SCALE[b["unit"]])
-            what = f"{a['p50']:.3g} {a['unit']} against {b['p50']:.3g} {b['unit']}"
-            out.append(h.row(name, [value], "x", what=what))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             parts[key] = json.loads(out.read_text())
             print(f"{parts[key]['seconds']:.0f} s", flush=True)
-    if more := derived(parts):
+            for reason in parts[key]["skipped"]:
+                print(f"{key}: not measured: {reason}", flush=True)
+    for key, part in parts.items():  # from the rows alone, as report.py renders them
+        part["reading"] = reading(key, part["rows"])
+    if more := limits_rows(parts):
         parts["run"] = {"question": "Against this machine's limits (same run)", "rows": more}
     rows = [dict(r, question=k) for k, p in parts.items() for r in p["rows"]]
     wall = time.perf_counter() - t_start

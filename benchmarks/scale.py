@@ -1,22 +1,20 @@
 """All of SA-1B, many ranks: a 1,000-part store read per process and per DataLoader worker
 (start, first touch of a part, descriptors, maps, RSS, uniform vs blocks order), a part of
 real size, and the run's store on a loopback S3 with per-request latency, with and without
-the local part cache. The numbers feed docs/scaling.md's projection."""
+the local part cache. The numbers feed docs/scale.md's projection."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from harness import Ctx, Result, pack_store, question, row, synth_cached, x
+from harness import Ctx, Result, pack_store, question, row, s3_server, synth_cached, x
+from harness import recipe as recipe_of
 
 from sa1b_pack import open_store
 
@@ -69,61 +67,39 @@ def real_size_part(template: Path, dst: Path) -> Path:
     return dst
 
 
-def slow_s3(delay: list[float]):
-    """A moto S3 server on loopback that sleeps ``delay[0]`` s before every response."""
-    import fsspec
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
+def remote(ctx: Ctx) -> tuple[dict[str, float], dict[str, float]]:
+    """Samples/s of the training recipe over the run's store: local, and on S3 with LATENCY
+    per request, uncached, cache cold, cache warm (blocks order, one process); and the
+    traffic: pack to S3 (no delay), requests and bytes per sample uncached."""
+    from sa1b_pack.train.recipe import Recipe, training_sample
 
-    app = DomainDispatcherApplication(create_backend_app)
-
-    def slow(environ, start_response):
-        time.sleep(delay[0])
-        return app(environ, start_response)
-
-    server = make_server("127.0.0.1", 0, slow, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    fsspec.config.conf["s3"] = {"endpoint_url": f"http://127.0.0.1:{server.server_port}"}
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
-    fsspec.filesystem("s3").mkdir("scale")
-    return server
-
-
-def remote_rates(ctx: Ctx) -> dict[str, float]:
-    """Samples/s of the training recipe over the run's store: local, and on S3 with
-    LATENCY per request, uncached, cache cold, cache warm (blocks order, one process)."""
-    from sa1b_pack.torch import SA1BDataset
-
-    delay = [0.0]
-    server = slow_s3(delay)
+    delay, recipe = [0.0], Recipe(**recipe_of(ctx, filtered=False))
+    server = s3_server("scale", delay)
     try:
-        url = "s3://scale/store"
+        url, t0 = "s3://scale/store", time.perf_counter()
         pack_store(ctx.tars, url)  # type: ignore[arg-type]
-        size, m = ctx.size(1024, 64), ctx.size(256, 16)
-        recipe = dict(image_size=size, mask_size=m, max_masks=64, seed=ctx.seed)
-        local = SA1BDataset(ctx.store, **recipe)
-        order = local.store.epoch_order(seed=0, epoch=0, order="blocks", window=1)
-        items = [int(i) for i in order if len(local.store[int(i)])][: ctx.size(24, 4)]
-        local.store.predownload(items)  # nothing to do locally
+        tar_mb = sum(p.stat().st_size for p in ctx.tars) / 1e6
+        traffic = {"pack_mb_s": tar_mb / (time.perf_counter() - t0)}
+        local = open_store(ctx.store)
+        order = local.epoch_order(seed=0, epoch=0, order="blocks", window=1)
+        items = [int(i) for i in order if len(local[int(i)])][: ctx.size(24, 4)]
 
         def rate(store) -> float:
-            from sa1b_pack.train.recipe import Recipe, training_sample
-
-            r = Recipe(**recipe)
             t0 = time.perf_counter()
             for i in items:
-                training_sample(store, i, r)
+                training_sample(store, i, recipe)
             return len(items) / (time.perf_counter() - t0)
 
-        rate(local.store)  # kernels compiled, pages warm
+        rate(local)  # kernels compiled, pages warm
         delay[0] = LATENCY
-        cache = Path(tempfile.mkdtemp(prefix="sa1b-scale-cache-"))
         # every case on a fresh reader (opened untimed): each pays its first touch of a part
-        rates = {"local": rate(open_store(ctx.store)), "S3, no cache": rate(open_store(url))}
+        far, cache = open_store(url), ctx.work / "scale-cache"
+        rates = {"local": rate(open_store(ctx.store)), "S3, no cache": rate(far)}
+        traffic.update(requests=far.storage.stats.requests / len(items),
+                       kb=far.storage.stats.bytes / len(items) / 1e3)  # fmt: skip
         for case in ("S3, cache cold", "S3, cache warm"):
             rates[case] = rate(open_store(url, cache_dir=cache, cache_bytes=10**12))
-        return rates
+        return rates, traffic
     finally:
         delay[0] = 0.0
         server.shutdown()
@@ -138,7 +114,7 @@ def scale(ctx: Ctx) -> Result:
     real = real_size_part(ctx.store, ctx.work / "scale-real")
     runs = {order: child(store, "--order", order) for order in ("uniform", "blocks")}
     big = child(real, "--part-only")
-    rates = remote_rates(ctx)
+    rates, traffic = remote(ctx)
     u, b = runs["uniform"], runs["blocks"]
     rows = [
         row("open_store + len + store[0], fresh process", [u["start_s"] * 1e3], "ms", "",
@@ -170,19 +146,15 @@ def scale(ctx: Ctx) -> Result:
                  "ref" if name == "local" else f"{x(v / loc)} local",
                  f"{LATENCY * 1e3:.0f} ms per request" if "S3" in name else "same samples")
              for name, v in rates.items()]  # fmt: skip
-    reading = [
-        f"{parts} parts: {u['fds']} descriptors and {u['maps']} part maps in the reading "
-        f"process, {u['worker_fds']} descriptors per worker, whatever the part count. The "
-        f"blocks order reads {x(b['pass_rate'] / u['pass_rate'])} as fast as uniform "
-        f"(every uniform read opens a part: first touch {u['touch_ms']:.2f} ms). On S3 with "
-        f"{LATENCY * 1e3:.0f} ms per request: {x(rates['S3, no cache'] / loc)} local uncached, "
-        f"{x(rates['S3, cache warm'] / loc)} with the cache warm."
-    ]  # fmt: skip
+    rows += [row("S3, no cache: requests per sample", [traffic["requests"]], "requests",
+                 what=f"{traffic['kb']:.0f} kB per sample; first touches of parts included"),
+             row("pack the run's shards to S3 (no delay)", [traffic["pack_mb_s"]], "MB/s",
+                 what="MB/s of tar; loopback: our overhead only")]  # fmt: skip
     notes = [
         f"{parts} parts of 2 small images; real-size part: the run's first part with its "
         "rows repeated; S3: moto on loopback behind a WSGI wrapper sleeping before every "
         "response, store = the run's full-size shards, samples in blocks order (window 1)."
     ]
     data = {"scale": {"uniform": u, "blocks": b, "real_part": big, "remote": rates,
-                      "latency_s": LATENCY, "parts": parts}}  # fmt: skip
-    return Result(rows, reading, notes, data)
+                      "traffic": traffic, "latency_s": LATENCY, "parts": parts}}  # fmt: skip
+    return Result(rows, notes, data)

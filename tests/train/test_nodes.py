@@ -51,6 +51,10 @@ def take(samplers: list[EpochSampler], steps: int | None = None) -> list[list[in
     return out
 
 
+def flat(lists: list[list[int]]) -> list[int]:
+    return [i for mine in lists for i in mine]
+
+
 def nodes_of_parts(per_rank: list[list[int]], ranks: int) -> dict[int, set[int]]:
     readers: dict[int, set[int]] = {}
     for rank, indices in enumerate(per_rank):
@@ -80,7 +84,7 @@ def test_each_part_is_read_by_exactly_one_node_per_epoch(nodes: int) -> None:
         lengths = np.bincount([next(iter(readers[p])) for p in readers],
                               [SIZES[p] for p in readers], nodes)  # fmt: skip
         np.testing.assert_array_equal(plan.lengths, lengths)
-        assert_covers_once(sum(per_rank, []), plan.steps() * 8 * nodes - len(DATA))
+        assert_covers_once(flat(per_rank), plan.steps() * 8 * nodes - len(DATA))
         # nodes hold whole parts: balanced to within about a part's samples
         assert plan.lengths.max() - plan.lengths.min() <= SIZES.max()
         assert samplers[0].consumed == len(DATA)
@@ -100,7 +104,7 @@ def test_an_epoch_is_a_function_of_seed_epoch_and_layout() -> None:
 
 def test_drop_last_cuts_every_node_to_the_shortest() -> None:
     per_rank = take(cluster(4, 2, drop_last=True))
-    got = sum(per_rank, [])
+    got = flat(per_rank)
     assert len(set(got)) == len(got)  # no padding, no repeat
     plan = cluster(4, 2)[0].node_order()
     assert len(per_rank[0]) == plan.lengths.min() // 2
@@ -128,7 +132,7 @@ def test_elastic_resume_covers_the_epoch_exactly(after: tuple[int, int]) -> None
         s.set_epoch(2)
     done = take(first, steps)
     state = first[0].state_dict()
-    assert state["consumed"] == len(set(sum(done, []))) == 2 * 8 * steps
+    assert state["consumed"] == len(set(flat(done))) == 2 * 8 * steps
     resumed = cluster(*after)
     for s in resumed:
         s.load_state_dict(state)
@@ -136,7 +140,7 @@ def test_elastic_resume_covers_the_epoch_exactly(after: tuple[int, int]) -> None
     rest = take(resumed)
     assert all(len(r) == plan.steps() for r in rest)
     padding = plan.steps() * after[0] * after[1] - (len(DATA) - state["consumed"])
-    assert_covers_once(sum(done + rest, []), padding)
+    assert_covers_once(flat(done + rest), padding)
     # the rest of each part is read by one node; parts started stay on their node
     readers = nodes_of_parts(rest, after[1])
     assert all(len(r) == 1 for r in readers.values())
@@ -166,7 +170,7 @@ def test_fewer_partitions_than_parts() -> None:
     assert all(len(r) == 1 for r in readers.values())
     plan = samplers[0].node_order()
     assert plan.partitions == 8 and samplers[0].state_dict()["partitions"] == 8
-    assert_covers_once(sum(per_rank, []), plan.steps() * 8 - len(DATA))
+    assert_covers_once(flat(per_rank), plan.steps() * 8 - len(DATA))
     with pytest.raises(ValueError, match="partitions=8"):
         cluster(4, 2)[0].load_state_dict(samplers[0].state_dict())
 
@@ -178,7 +182,7 @@ def test_more_nodes_than_parts_left_still_covers_the_epoch() -> None:
     for s in resumed:
         s.load_state_dict(first[0].state_dict())
     rest = take(resumed)
-    assert sorted(set(sum(done + rest, []))) == list(range(len(DATA)))
+    assert sorted(set(flat(done + rest))) == list(range(len(DATA)))
 
 
 def test_plain_epoch_and_consumed_state() -> None:
@@ -247,10 +251,10 @@ def test_a_store_is_its_own_dataset(packed_dir: Path, order: str) -> None:
                               drop_last=True) for r in range(world)]  # fmt: skip
         got = [[i for i, _ in s] for s in ranks]
         assert len({len(g) for g in got}) == 1
-        flat = sum(got, [])
-        assert len(set(flat)) == len(flat) and set(flat) <= set(range(len(store)))
+        got_all = flat(got)
+        assert len(set(got_all)) == len(got_all) and set(got_all) <= set(range(len(store)))
         if order == "nodes":  # whole parts per rank
             parts = [set(store.parts_of(np.array(g, np.int64)).tolist()) for g in got]
             assert all(not (a & b) for k, a in enumerate(parts) for b in parts[k + 1 :])
         else:
-            assert len(store) - len(flat) < world
+            assert len(store) - len(got_all) < world

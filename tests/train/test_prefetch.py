@@ -88,6 +88,6 @@ def test_the_sampler_fetches_ahead_and_evicts_what_its_node_has_read(remote, tmp
         i, _ = next(indices)  # the node has moved past the first part: it is released
     wait_for(lambda: cached(folder) == {second, third})  # room made by evicting it
     assert [e.rsplit("-", 1)[0] for e in stats.evicted] == [first]
-    for i in [i, *(j for j, _ in indices)]:
-        assert store[i].image_id > 0
+    for j in [i, *(j for j, _ in indices)]:
+        assert store[j].image_id > 0
     assert stats.downloads == 3 and len(stats.evicted) == 1  # each part once

@@ -22,7 +22,7 @@ from sa1b_pack.testing import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale"]
+QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale", "cluster"]
 
 
 def run_script(script: str, *args: str | os.PathLike) -> str:
@@ -92,7 +92,9 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     assert {"first touch of a real-size part", "index of eligible images, per 1 M masks"} <= scale
     cases = ("local", "S3, no cache", "S3, cache cold", "S3, cache warm")
     assert {f"training recipe, {case}" for case in cases} <= scale
-    for key in ("access", "masks", "loader", "memory", "peers", "scale"):
+    wanted = {f"cluster download per epoch, 16 x 8 ranks, {o}" for o in ("blocks", "nodes")}
+    assert wanted <= rows["cluster"]
+    for key in ("access", "masks", "loader", "memory", "peers", "scale", "cluster"):
         assert bench_run["run"]["questions"][key]["reading"]  # computed conclusions
 
 
@@ -105,7 +107,7 @@ def test_report_regenerates_only_the_marked_section(
     text = readme.read_text()
     assert text.startswith("# x\n\nbefore\n<!-- bench:start -->\n## Benchmarks")
     assert text.endswith("<!-- bench:end -->\nafter\n") and "\nold\n" not in text
-    assert "![DataLoader samples/s" in text and text.count("| measure | p50 |") == 9
+    assert "![DataLoader samples/s" in text and text.count("| measure | p50 |") == 10
     run_script("report.py", bench_run["path"], "--readme", readme)
     assert readme.read_text() == text  # generated: the same JSON gives the same section
     readme.write_text("no markers\n")

@@ -4,7 +4,8 @@ downloads each part once per cluster per epoch (``SA1BSampler(order="nodes")``).
 After MosaicML Streaming's canonical nodes: an epoch's parts are dealt to ``partitions``
 groups as a function of (seed, epoch, partitions) only, and each partition's samples come in
 one fixed order (its parts one after another, each part's samples permuted). The partitions
-are dealt to the nodes, balanced by sample count (largest first, to the least loaded node).
+are dealt to the nodes, balanced by sample count (in the epoch's random order, each to the
+least loaded node).
 A node's stream takes its partitions ``window`` at a time and interleaves their samples at
 random; rank j of the node's R ranks takes positions j, j + R, ... of that stream.
 
@@ -32,8 +33,10 @@ _TAG = 2  # seeds of this order: (seed, epoch, _TAG, ...), apart from store/orde
 
 def deal(remaining: np.ndarray, nodes: int, pinned: np.ndarray | None = None) -> np.ndarray:
     """The node of each partition (-1 where nothing remains): ``pinned[k] >= 0`` keeps
-    partition k there, the others go largest first to the least loaded node (ties: lowest
-    node), so nodes differ by at most about one partition's samples."""
+    partition k there, the others go in order to the least loaded node (ties: lowest node),
+    so nodes differ by at most one partition's samples (pins aside). In order, not largest
+    first: partitions are drawn anew each epoch, so the deal is too (largest first would deal
+    parts of the same sizes to the same nodes every epoch)."""
     remaining = np.asarray(remaining, np.int64)
     out = np.full(len(remaining), -1, np.int64)
     loads = np.zeros(nodes, np.int64)
@@ -44,10 +47,8 @@ def deal(remaining: np.ndarray, nodes: int, pinned: np.ndarray | None = None) ->
         np.add.at(loads, out[keep], remaining[keep])
     heap = [(int(load), n) for n, load in enumerate(loads)]
     heapq.heapify(heap)
-    for k in np.argsort(-remaining, kind="stable").tolist():
-        if remaining[k] == 0:
-            break
-        if out[k] < 0:
+    for k in range(len(remaining)):
+        if remaining[k] > 0 and out[k] < 0:
             load, n = heapq.heappop(heap)
             out[k] = n
             heapq.heappush(heap, (load + int(remaining[k]), n))

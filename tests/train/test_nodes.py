@@ -102,6 +102,18 @@ def test_an_epoch_is_a_function_of_seed_epoch_and_layout() -> None:
     assert len(set(PART[first[0][:10]].tolist())) > 1
 
 
+def test_parts_are_dealt_to_nodes_anew_each_epoch() -> None:
+    nodes_of = []
+    for epoch in (0, 1):
+        s = EpochSampler(DATA, 4, 0, order="nodes", ranks_per_node=1, seed=3)
+        s.set_epoch(epoch)
+        plan = s.node_order()
+        nodes_of.append({int(p): int(plan.dealt[k]) for k, m in enumerate(plan.members)
+                         for p in m if SIZES[p]})  # fmt: skip
+    moved = sum(nodes_of[0][p] != nodes_of[1][p] for p in nodes_of[0])
+    assert moved > len(nodes_of[0]) // 2  # about 3 in 4 parts change node with 4 nodes
+
+
 def test_drop_last_cuts_every_node_to_the_shortest() -> None:
     per_rank = take(cluster(4, 2, drop_last=True))
     got = flat(per_rank)
@@ -234,7 +246,7 @@ def test_ranks_per_node_default_and_bad_arguments(monkeypatch) -> None:
 
 def test_deal_balances_and_keeps_pinned_partitions() -> None:
     sizes = np.array([9, 1, 8, 0, 7, 3, 3])
-    assert deal(sizes, 2).tolist() == [0, 0, 1, -1, 1, 0, 0]  # largest first, least loaded
+    assert deal(sizes, 2).tolist() == [0, 1, 1, -1, 0, 1, 1]  # each to the least loaded
     pinned = np.array([-1, 0, -1, -1, -1, 1, -1])
     dealt = deal(sizes, 3, pinned)
     assert dealt[1] == 0 and dealt[5] == 1 and dealt[3] == -1

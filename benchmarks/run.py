@@ -26,7 +26,8 @@ from readings import limits_rows, reading
 from sa1b_pack import parse_shards
 
 MODULES = {"limits": "limits", "pack": "pack_rate", "access": "access", "masks": "masks",
-           "loader": "loader", "memory": "memory", "peers": "peers", "scale": "scale"}  # fmt: skip
+           "loader": "loader", "memory": "memory", "peers": "peers", "scale": "scale",
+           "cluster": "cluster"}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -24,7 +24,7 @@ from sa1b_pack.testing import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale"]
+QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale", "cluster"]
 BEFORE = "d376beb"  # the packer pack_rate.py times beside the current one, when git has it
 
 
@@ -114,7 +114,16 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
     cases = ("local", "S3, no cache", "S3, cache cold", "S3, cache warm")
     assert {f"training recipe, {case}" for case in cases} <= scale
     assert {"S3, no cache: requests per sample", "pack the run's shards to S3 (no delay)"} <= scale
-    for key in ("access", "loader", "memory", "peers", "scale"):  # computed from the rows
+    wanted = {f"cluster download per epoch, 16 x 8 ranks, {o}" for o in ("blocks", "nodes")}
+    assert wanted <= rows["cluster"]
+    for key in (
+        "access",
+        "loader",
+        "memory",
+        "peers",
+        "scale",
+        "cluster",
+    ):  # computed from the rows
         assert bench_run["run"]["questions"][key]["reading"]
 
 

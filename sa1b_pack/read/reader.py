@@ -159,47 +159,6 @@ class Store:
         ``uniform``, or ``blocks`` of ``window`` parts for locality."""
         return epoch_order(self.part_sizes, seed=seed, epoch=epoch, order=order, window=window)
 
-    def shard_for(
-        self,
-        rank: int,
-        world_size: int,
-        *,
-        epoch: int = 0,
-        seed: int = 0,
-        order: str = "uniform",
-        window: int = DEFAULT_WINDOW,
-        by_part: bool = False,
-    ) -> np.ndarray:
-        """Global indices of rank ``rank``'s images for an epoch, drawn from (seed, epoch).
-
-        Default: the epoch's global order (``epoch_order``) dealt round-robin, rank r taking
-        positions r, r + W, ...: ranks are disjoint, cover the store, differ in size by at
-        most one, and the global order does not depend on the world size. ``by_part=True``
-        deals whole parts instead (a permutation of parts, round-robin), shuffles images
-        within the rank's parts, and cuts every rank to the smallest rank's count so all
-        ranks take the same number of steps: each process then touches only its own parts,
-        at the price of less mixing, an order that depends on the world size, and dropping
-        a few images per epoch.
-        """
-        if not 0 <= rank < world_size:
-            raise ConfigError(f"rank {rank} out of range for world size {world_size}")
-        if not by_part:
-            chosen = self.epoch_order(seed=seed, epoch=epoch, order=order, window=window)
-            return chosen[rank::world_size]
-        rng = np.random.default_rng((seed, epoch))
-        parts = len(self.shards)
-        if world_size > parts:
-            raise ConfigError(f"by_part needs at least one part per rank: {parts} parts, "
-                             f"{world_size} ranks")  # fmt: skip
-        dealt = rng.permutation(parts)
-        sizes = self.part_sizes
-        counts = [int(sizes[dealt[r::world_size]].sum()) for r in range(world_size)]
-        mine = dealt[rank::world_size]
-        images = np.concatenate(
-            [np.arange(self._spanner.starts[p], self._spanner.ends[p]) for p in mine]
-        )
-        return rng.permutation(images)[: min(counts)]
-
     def index_of(self, image_id: int, shard: str | None = None) -> int:
         """Global index of an image id; KeyError if the store does not hold it, ValueError
         if two shards do (say which with ``shard``, e.g. "sa_000123")."""

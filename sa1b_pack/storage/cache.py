@@ -15,6 +15,9 @@ prefix (a re-packed shard is a new prefix, never a stale hit).
   recently used complete parts (use = open), counting downloads in flight at their full
   size, so cached + in-flight bytes never exceed ``max_bytes``. Deleting a part another
   process has mapped is safe on Linux: its maps stay valid until it lets go of them.
+- Read ahead, evict behind: a reader that knows its order (``SA1BSampler``) predownloads the
+  parts it reads next and ``release``s those it is done with; a released part goes first,
+  and predownloads may evict released parts only, never one still to be read.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .faults import crash_point
 TMP = ".tmp-"
 RESERVED = ".bytes"  # in a temp folder: the full size of the part being downloaded
 POLL_SECONDS = 0.2  # a predownload waiting for free room looks again this often
+RELEASED = 0.0  # mtime of a part its reader is done with: least recently used of all
 
 
 @dataclass
@@ -94,6 +98,8 @@ class PartCache:
         self.stats = CacheStats()
         self._ahead: queue.SimpleQueue | None = None
         self._pid = os.getpid()
+        self._generation = 0  # predownloads queued before the last replace=True are dropped
+        self._released: set[Path] = set()  # parts this process released: not fetched again
 
     def __reduce__(self) -> tuple[Any, tuple[str, int]]:
         return PartCache, (os.fspath(self.directory), self.max_bytes)
@@ -107,14 +113,22 @@ class PartCache:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def _folder(self, storage: Storage, name: str, entry: dict[str, Any]) -> Path:
+        return self._store_dir(storage) / part_folder(storage.url, name, entry).rsplit("/", 1)[-1]
+
     def get(
-        self, storage: Storage, name: str, entry: dict[str, Any], *, evict: bool = True
+        self,
+        storage: Storage,
+        name: str,
+        entry: dict[str, Any],
+        *,
+        evict: bool | str = True,
     ) -> Path | None:
         """The local folder of a part's complete files, downloaded first if need be. With
-        ``evict=False`` (predownloads) nothing is evicted: None if there is no free room."""
-        base = self._store_dir(storage)
-        part = part_folder(storage.url, name, entry).rsplit("/", 1)[-1]
-        final = base / part
+        ``evict=False`` nothing is evicted, with ``evict="released"`` (predownloads) only
+        released parts are: None if that leaves no room."""
+        final = self._folder(storage, name, entry)
+        base, part = final.parent, final.name
         if final.is_dir() and _complete(final, entry):
             os.utime(final)  # most recently used
             self.stats.hits += 1
@@ -142,9 +156,10 @@ class PartCache:
                 raise
         return final
 
-    def _reserve(self, base: Path, part: str, size: int, evict: bool) -> Path | None:
-        """Make room for ``size`` bytes (evicting least recently used parts, if ``evict``)
-        and claim it with a temp folder, all under the cache-wide lock."""
+    def _reserve(self, base: Path, part: str, size: int, evict: bool | str) -> Path | None:
+        """Make room for ``size`` bytes (evicting least recently used parts, if ``evict``;
+        released ones only, if ``"released"``) and claim it with a temp folder, all under the
+        cache-wide lock."""
         if size > self.max_bytes:
             raise StoreError(
                 f"part {part} has {size:,} bytes, more than the whole cache "
@@ -157,7 +172,11 @@ class PartCache:
                     entries.append((folder.stat().st_mtime, folder, _folder_bytes(folder)))
             used = sum(b for _, _, b in entries)
             complete = sorted(e for e in entries if not e[1].name.startswith(TMP))
-            if not evict and used + size > self.max_bytes:
+            if evict == "released":
+                complete = [e for e in complete if e[0] == RELEASED]
+                if used - sum(e[2] for e in complete) + size > self.max_bytes:
+                    return None
+            elif not evict and used + size > self.max_bytes:
                 return None
             while used + size > self.max_bytes and complete:
                 _, folder, freed = complete.pop(0)
@@ -213,22 +232,52 @@ class PartCache:
                     f"says {entry['files'][f]['bytes']:,}"
                 )
 
-    def predownload(self, storage: Storage, parts: list[tuple[str, dict[str, Any]]]) -> None:
+    def release(self, storage: Storage, name: str, entry: dict[str, Any]) -> None:
+        """This process is done reading the part (for now): it becomes the first to be
+        evicted, predownloads may evict it, and this process's predownloads skip it. Reading
+        it again (a ``get``) takes it back."""
+        folder = self._folder(storage, name, entry)
+        self._released.add(folder)
+        try:
+            os.utime(folder, (RELEASED, RELEASED))
+        except FileNotFoundError:  # evicted already, or never downloaded here
+            pass
+
+    def predownload(
+        self,
+        storage: Storage,
+        parts: list[tuple[str, dict[str, Any]]],
+        *,
+        replace: bool = False,
+    ) -> None:
         """Download these parts, in this order, on a background thread, so that they are here
-        when asked for. A predownload only fills free room, never evicts: it waits until
-        reads have made room (they evict the least recently used parts), so it cannot push
-        out what is being read."""
+        when asked for. A predownload fills free room and evicts only released parts: it
+        waits until reads or releases make room, so it cannot push out what is being read.
+        ``replace=True`` drops what earlier calls queued and forgets earlier releases (a new
+        pass: parts released in the last one are needed again)."""
         if self._ahead is None or self._pid != os.getpid():  # threads do not survive fork
             self._ahead, self._pid = queue.SimpleQueue(), os.getpid()
             threading.Thread(target=self._predownload_loop, args=(self._ahead,),
                              daemon=True).start()  # fmt: skip
+        if replace:
+            self._generation += 1
+            self._released = set()
         for name, entry in parts:
-            self._ahead.put((storage, name, entry))
+            self._ahead.put((self._generation, storage, name, entry))
+
+    def _wanted(self, generation: int, storage: Storage, name: str, entry: dict) -> bool:
+        """A queued predownload is still wanted: not replaced, not released since."""
+        return generation == self._generation and (
+            self._folder(storage, name, entry) not in self._released
+        )
 
     def _predownload_loop(self, ahead: queue.SimpleQueue) -> None:
         while (item := ahead.get()) is not None:
+            generation, *part = item
             try:
-                while self.get(*item, evict=False) is None:
+                while self._wanted(generation, *part):
+                    if self.get(*part, evict="released") is not None:
+                        break
                     time.sleep(POLL_SECONDS)
             except Exception:  # a predownload is a hint: the reader's own get() reports errors
                 continue

@@ -8,9 +8,9 @@ are shuffled uniformly among themselves. Blocks follow one another, so ranks tha
 global positions r, r + W, r + 2W, ... all work through the same block at the same time, and
 each rank reads from at most ``window`` parts (two at a block boundary: 2 * ``window``) over
 any stretch of its steps. What is adopted from py1b: shuffling whole spans of shards, then
-samples within a block. What is not: its canonical nodes (a fixed sample-to-node assignment
-that lets Streaming keep caches across world sizes); here elastic resume goes through the
-global position instead, so the order depends on neither the world size nor the workers.
+samples within a block. Both orders depend on neither the world size nor the workers (an
+elastic resume goes through the global position); the node-aware order, after Streaming's
+canonical nodes, deals parts to nodes instead (train/nodes.py).
 Cost: O(samples) per epoch (one permutation per block), no sort.
 """
 

@@ -195,21 +195,24 @@ class SA1BDataset(Dataset):
 
 
 class SA1BSampler(EpochSampler, Sampler):
-    """A drop-in for ``DistributedSampler`` with a resumable, elastic, global epoch order.
+    """A drop-in for ``DistributedSampler`` with a resumable, elastic epoch order.
 
     ``SA1BSampler(dataset, num_replicas=None, rank=None, seed=0, shuffle=True,
-    order="uniform" | "blocks", window=8, drop_last=False)``: replicas and rank default to the
-    process group (or 1 and 0 without one). Rank r of W takes global positions r, r + W, ...
-    of epoch ``e``'s order, a function of (seed, epoch) only. ``set_epoch(e)`` also sets the
-    dataset's epoch, and every index carries its epoch to the workers (persistent ones too).
-    ``state_dict()`` / ``load_state_dict()`` count global positions: see train/sampler.py and
-    the README's "Resume" section.
+    order="uniform" | "blocks" | "nodes", window=8, drop_last=False, ranks_per_node=None,
+    partitions=None)``: replicas and rank default to the process group (or 1 and 0 without
+    one). ``uniform``/``blocks``: rank r of W takes global positions r, r + W, ... of epoch
+    ``e``'s order, a function of (seed, epoch) only. ``nodes``: each part is read by one node
+    (rank // ranks_per_node, default ``LOCAL_WORLD_SIZE``), for a part cache per node
+    (train/nodes.py, docs/nodes.md). ``set_epoch(e)`` also sets the dataset's epoch, and every
+    index carries its epoch to the workers (persistent ones too). ``state_dict()`` /
+    ``load_state_dict()``: see train/sampler.py and the README's "Resume" section.
     """
 
     def __init__(
         self, dataset: Any, num_replicas: int | None = None, rank: int | None = None, **options
     ) -> None:
-        """``options``: seed, shuffle, order, window, drop_last, as ``EpochSampler``'s."""
+        """``options``: seed, shuffle, order, window, drop_last, ranks_per_node, partitions,
+        release_after, as ``EpochSampler``'s."""
         group = torch.distributed.is_available() and torch.distributed.is_initialized()
         if num_replicas is None:
             num_replicas = torch.distributed.get_world_size() if group else 1

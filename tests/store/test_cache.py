@@ -1,6 +1,6 @@
 """The local part cache of stores on object storage (a loopback S3 server): equal results,
 a byte limit held by eviction, one download per part across processes, no half download
-ever served, predownload ahead of the reads."""
+ever served, predownload ahead of the reads, released parts evicted first."""
 
 from __future__ import annotations
 
@@ -145,6 +145,26 @@ def test_predownload_fetches_ahead_of_the_reads(remote: str, tmp_path: Path) -> 
     for i in order:
         assert store[int(i)].image_id > 0
     assert store.storage.cache.stats.downloads == downloads  # every read was a hit
+
+
+def test_released_parts_go_first_and_only_they_make_room_for_predownloads(remote, tmp_path):
+    sizes = part_bytes(open_store(remote))
+    cache = tmp_path / "cache"
+    store = open_store(remote, cache_dir=cache, cache_bytes=sum(sizes) - 1, max_open_parts=1)
+    parts, storage = store.storage.cache, store.storage
+    named = [(n, store.manifest["shards"][n]) for n in store.shards]
+    for p in (0, 1):  # room for any two parts, not three
+        assert store[store.part_start(p)].image_id > 0
+    assert parts.get(storage, *named[2], evict="released") is None  # nothing released yet
+    assert len(complete_parts(cache)) == 2 and not parts.stats.evicted
+    parts.release(storage, *named[1])  # read last, but done with: it goes before part 0
+    assert parts.get(storage, *named[2], evict="released") is not None
+    assert [e.rsplit("-", 1)[0] for e in parts.stats.evicted] == [store.shards[1]]
+    parts.release(storage, *named[2])
+    again = open_store(remote, cache_dir=cache, cache_bytes=sum(sizes) - 1)  # another process
+    assert again[again.part_start(1)].image_id > 0  # evicts the released part, not part 0
+    assert [e.rsplit("-", 1)[0] for e in again.storage.cache.stats.evicted] == [store.shards[2]]
+    assert parts.stats.downloads == 3 and again.storage.cache.stats.downloads == 1
 
 
 def test_a_local_store_needs_no_cache(packed_dir: Path, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Beyond one machine: the Dask backend, sources on S3-compatible storage, rank sharding."""
+"""Beyond one machine: the Dask backend, sources and stores on S3-compatible storage (rank
+sharding is the sampler's: tests/train/test_nodes.py)."""
 
 from __future__ import annotations
 
@@ -57,20 +58,6 @@ def test_pack_from_s3_compatible_storage(
         pack("s3://sa1b/src", tmp_path / "other", [7], progress=False)
 
 
-def test_shard_for_ranks(packed_dir: Path) -> None:
-    store = open_store(packed_dir)
-    for world in (1, 2, 5):
-        parts = [store.shard_for(r, world, epoch=3) for r in range(world)]
-        everything = np.concatenate(parts)
-        assert sorted(everything.tolist()) == list(range(len(store)))
-        assert max(map(len, parts)) - min(map(len, parts)) <= 1
-        again = [store.shard_for(r, world, epoch=3) for r in range(world)]
-        assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
-    assert not np.array_equal(store.shard_for(0, 2, epoch=0), store.shard_for(0, 2, epoch=1))
-    with pytest.raises(ValueError, match="rank"):
-        store.shard_for(2, 2)
-
-
 @pytest.mark.slow
 def test_store_on_s3_compatible_storage(
     s3_endpoint: str, source_dir: Path, packed_dir: Path
@@ -122,19 +109,3 @@ def test_store_on_s3_compatible_storage(
     assert verify("s3://bucket/store", progress=False) == [
         "sa_000001: counts.bin: sha256 differs from the manifest (content changed)"
     ]
-
-
-def test_shard_for_by_part_keeps_each_rank_on_its_own_parts(packed_dir: Path) -> None:
-    store = open_store(packed_dir)
-    parts = [store._spanner.locate(i)[0] for i in range(len(store))]
-    for world in (1, 2, 3):
-        ranks = [store.shard_for(r, world, epoch=1, by_part=True) for r in range(world)]
-        assert len({len(r) for r in ranks}) == 1, "every rank takes the same number of steps"
-        seen = [{parts[i] for i in r} for r in ranks]
-        assert all(not (a & b) for k, a in enumerate(seen) for b in seen[k + 1 :])
-        assert len(set(np.concatenate(ranks).tolist())) == sum(map(len, ranks))
-    whole = store.shard_for(0, 1, epoch=1, by_part=True)
-    assert sorted(whole.tolist()) == list(range(len(store)))
-    assert not np.array_equal(whole, store.shard_for(0, 1, epoch=2, by_part=True))
-    with pytest.raises(ValueError, match="one part per rank"):
-        store.shard_for(0, 4, by_part=True)

@@ -55,7 +55,7 @@ def full_epoch(ds, **sampler_kw) -> list:
     return samples(loader(ds, sampler, 0))
 
 
-@pytest.mark.parametrize("order", ["uniform", "blocks"])
+@pytest.mark.parametrize("order", ["uniform", "blocks", "nodes"])
 def test_an_epoch_is_the_same_whatever_the_workers_and_run(dataset, packed_dir, order):
     reference = full_epoch(dataset, seed=5, order=order, window=1)
     assert sorted(i for i, _ in reference) == sorted(int(dataset.store[int(k)].image_id)
@@ -179,3 +179,33 @@ def test_process_group_defaults_and_bad_arguments(dataset):
     with pytest.raises(ValueError, match="seed=9"):
         sampler.load_state_dict(saved)
     np.testing.assert_array_equal(sorted(sampler.global_order()), np.arange(len(dataset)))
+
+
+@pytest.mark.parametrize("workers,k", [(0, 2), (2, 1), (2, 3)])
+def test_exact_resume_of_the_node_order_through_the_loader(dataset, workers, k):
+    def sampler() -> SA1BSampler:  # rank 1 of 2 nodes: 1 of the 3 parts, padded
+        s = SA1BSampler(dataset, 2, 1, seed=1, order="nodes", ranks_per_node=1, window=2)
+        s.set_epoch(2)
+        return s
+
+    whole = samples(loader(dataset, sampler(), workers, context="fork"))
+    interrupted = loader(dataset, sampler(), workers, context="fork")
+    seen = take(interrupted, k)
+    resumed = loader(dataset, sampler(), workers, context="fork")
+    resumed.load_state_dict(interrupted.state_dict())
+    assert seen + samples(resumed) == whole
+
+
+def test_a_plain_epoch_and_consumed_state_is_accepted(dataset):
+    """A run resumed from a plain DataLoader loop that counted batches*batch_size*world."""
+    sampler = SA1BSampler(dataset, 2, 1, seed=4)
+    sampler.load_state_dict({"epoch": 1, "consumed": 800})  # past this small epoch's end
+    assert sampler.epoch == dataset.epoch == 1 and len(sampler) == 0 and list(sampler) == []
+    sampler.load_state_dict({"epoch": 1, "consumed": 6, "order": "uniform"})
+    reference = SA1BSampler(dataset, 1, 0, seed=4)
+    reference.set_epoch(1)
+    order = reference.global_order()
+    wrapped = np.resize(order, len(order) + 1)  # padding wraps like DistributedSampler
+    assert [i for i, _ in sampler] == wrapped[7::2].tolist()
+    with pytest.raises(ValueError, match="order='blocks'"):
+        sampler.load_state_dict({"epoch": 1, "consumed": 6, "order": "blocks"})

@@ -30,7 +30,7 @@ import numpy as np
 from ..progress import progress_bar
 from .faults import crash_point
 from .format import ATTACHED_DIR, ATTACHED_NAME
-from .manifest import read_manifest, write_manifest
+from .manifest import read_manifest, settle_manifest, write_manifest
 from .reader import Sample, Store
 from .storage import Storage, storage_for
 
@@ -99,10 +99,11 @@ def attach(
                 entry["files"][record["file"]] = digest
                 entry.setdefault("attached", {})[name] = {**record, "missing": missing}
                 manifest.setdefault("attached", {})[name] = spec
-                write_manifest(storage, manifest)
+                write_manifest(storage, manifest, changed=[shard])
                 crash_point("attach-committed")
                 report.attached.append(shard)
                 report.missing += missing
+        settle_manifest(storage, manifest)
     return report
 
 

@@ -4,13 +4,17 @@
 uploader); everything above talks to the ``Storage`` interface and never asks which it is.
 
 - ``LocalStorage``: a folder. A part is written in a temp folder beside its final place,
-  fsynced and renamed; the manifest is replaced atomically; one packer at a time holds an
-  ``flock`` that the kernel drops when the process dies. Parts are read memory-mapped.
+  fsynced and renamed; the manifest and each commit delta are written atomically; one packer
+  at a time holds an ``flock`` that the kernel drops when the process dies. Parts are read
+  memory-mapped.
 - ``ObjectStorage`` (s3://, gs://, any fsspec URL): no atomic rename there, so each part is
   uploaded under a prefix of its own (``parts/sa_000000-<uuid>/``) and committed by writing
-  the next manifest generation ``manifests/<generation:010d>.json``; objects are never
-  overwritten, and readers take the newest generation. Parts are read by byte range, with
-  requests and bytes counted in ``stats``. One packer per remote store (no lock there).
+  the next manifest generation ``manifests/<n:010d>.json`` (or ``.delta.json``); objects are
+  never overwritten, and readers take the newest full generation and the deltas after it.
+  Parts are read by byte range, with requests and bytes counted in ``stats``. One packer per
+  remote store (no lock there).
+
+Which commits are deltas and which full manifests is decided in journal.py.
 
 The interface is here, the backends in ``local.py`` and ``objects.py``. This module imports no
 numpy or pyarrow: the manifest-only commands use it.
@@ -67,6 +71,7 @@ class Storage:
     stats: RequestStats
 
     cache: PartCache | None = None
+    journal: Any = None  # journal.Journal: where the manifest stands, once read or written
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return storage_for, (self.url, self.cache)  # workers rebuild their own handles
@@ -78,12 +83,19 @@ class Storage:
         """Path of a committed part's folder inside ``fs``."""
         return f"{self.base}/{entry.get('path', f'{PARTS_DIR}/{name}')}"
 
-    def load_manifest(self) -> bytes | None:
-        """The committed manifest's bytes, or None if the store has none yet."""
+    def load_manifest(self) -> tuple[bytes, list[bytes]] | None:
+        """The newest full manifest's bytes and the deltas committed after it, oldest first
+        (locally every delta file: the caller skips those the full one holds), or None if
+        the store has no manifest yet. FileNotFoundError if a delta vanished meanwhile."""
         raise NotImplementedError
 
-    def save_manifest(self, body: bytes) -> None:
-        """Commit: the new manifest replaces the old one for every reader, or nothing does."""
+    def save_manifest(self, body: bytes, generation: int) -> None:
+        """Commit a full manifest: it replaces the old one and the deltas up to
+        ``generation`` for every reader, or nothing does."""
+        raise NotImplementedError
+
+    def save_delta(self, body: bytes, generation: int) -> None:
+        """Commit delta ``generation``: readers see it after the full manifest, or not at all."""
         raise NotImplementedError
 
     def writer_lock(self) -> Any:

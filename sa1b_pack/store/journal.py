@@ -98,7 +98,7 @@ def write(storage: Storage, manifest: dict[str, Any]) -> None:
 
 def settle(storage: Storage, manifest: dict[str, Any]) -> None:
     """Bring the store back to rest if deltas may follow its manifest (end of a run)."""
-    if storage.journal is not None and storage.journal.journaled:
+    if _journal(storage).journaled:
         write(storage, manifest)
 
 

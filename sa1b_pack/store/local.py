@@ -4,6 +4,7 @@ storage.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -57,6 +58,8 @@ class LocalStorage(Storage):
     def save_manifest(self, body: bytes, generation: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.root / MANIFEST, body)
+        for left in self.root.glob(f".{MANIFEST}.tmp-*"):  # what killed writers left
+            left.unlink(missing_ok=True)
         folder = self.root / MANIFESTS_DIR
         if not folder.is_dir():
             return
@@ -70,6 +73,9 @@ class LocalStorage(Storage):
             path.unlink(missing_ok=True)
             crash_point("delta-dropped")
         fsync_dir(folder)
+        with contextlib.suppress(OSError):  # at rest: manifest.json alone
+            folder.rmdir()
+            fsync_dir(self.root)
 
     def save_delta(self, body: bytes, generation: int) -> None:
         folder = self.root / MANIFESTS_DIR

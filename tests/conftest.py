@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,6 +106,15 @@ def sample_members(image_id: int, seed: int = 0, prefix: str = "") -> list[tuple
         (f"{prefix}sa_{image_id}.jpg", jpeg),
         (f"{prefix}sa_{image_id}.json", orjson.dumps(doc)),
     ]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_index_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Eligible indices of stores with no folder of their own go here, not to ~/.cache."""
+    folder = tmp_path_factory.mktemp("index-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SA1B_PACK_INDEX_DIR", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,18 @@ from sa1b_pack.testing import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale", "cluster"]
+QUESTIONS = [
+    "limits",
+    "pack",
+    "access",
+    "masks",
+    "loader",
+    "memory",
+    "peers",
+    "scale",
+    "cluster",
+    "startup",
+]
 BEFORE = "d376beb"  # the packer pack_rate.py times beside the current one, when git has it
 
 

@@ -3,6 +3,7 @@
 A store is a folder (or an object-storage prefix, see sa1b_pack/storage)::
 
     manifest.json                     # FORMAT_VERSION, committed shards, counts, sizes, sha256
+    manifests/<g>.delta.json          # commits since manifest.json, while a packer runs
     parts/sa_000000/images.parquet    # one row per image (analysis: any Parquet tool)
     parts/sa_000000/annotations.parquet   # one row per mask, every source field
     parts/sa_000000/images.arrow      # the same tables as uncompressed Arrow IPC, memory-mapped
@@ -23,9 +24,13 @@ from __future__ import annotations
 
 FORMAT_VERSION = 2  # 2: masks kept as COCO strings (counts.bin), not uint32 runs
 FORMAT_NAME = "sa1b_pack"
+# A full manifest that commit deltas may follow says 3, so a reader that predates deltas
+# refuses it instead of missing shards; at rest (no delta) it says FORMAT_VERSION again.
+JOURNALED_VERSION = 3
 
 MANIFEST = "manifest.json"
-MANIFESTS_DIR = "manifests"  # object storage: one object per manifest generation
+MANIFESTS_DIR = "manifests"  # deltas, and on object storage every manifest generation
+DELTA_SUFFIX = ".delta.json"  # manifests/<number:010d>.delta.json: one commit (journal.py)
 PARTS_DIR = "parts"
 LOCK_FILE = ".pack.lock"
 

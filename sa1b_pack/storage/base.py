@@ -4,13 +4,17 @@
 uploader); everything above talks to the ``Storage`` interface and never asks which it is.
 
 - ``LocalStorage``: a folder. A part is written in a temp folder beside its final place,
-  fsynced and renamed; the manifest is replaced atomically; one packer at a time holds an
-  ``flock`` that the kernel drops when the process dies. Parts are read memory-mapped.
+  fsynced and renamed; the manifest and each commit delta are written atomically; one packer
+  at a time holds an ``flock`` that the kernel drops when the process dies. Parts are read
+  memory-mapped.
 - ``ObjectStorage`` (s3://, gs://, any fsspec URL): no atomic rename there, so each part is
   uploaded under a prefix of its own (``parts/sa_000000-<uuid>/``) and committed by writing
-  the next manifest generation ``manifests/<generation:010d>.json``; objects are never
-  overwritten, and readers take the newest generation. Parts are read by byte range, with
-  requests and bytes counted in ``stats``. One packer per remote store (no lock there).
+  the next manifest generation ``manifests/<n:010d>.json`` (or ``.delta.json``); objects are
+  never overwritten, and readers take the newest full generation and the deltas after it.
+  Parts are read by byte range, with requests and bytes counted in ``stats``. One packer per
+  remote store (no lock there).
+
+Which commits are deltas and which full manifests is decided in journal.py.
 
 The interface is here, the backends in ``local.py`` and ``objects.py``, the choice in
 ``__init__.py``. This module imports no
@@ -60,6 +64,8 @@ class Storage:
     base: str  # the store's path inside ``fs``
     stats: RequestStats
 
+    journal: Any = None  # journal.Journal: where the manifest stands, once read or written
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 
@@ -69,12 +75,19 @@ class Storage:
         of the machine or bucket)."""
         return f"{self.base}/{part_folder(self.url, name, entry)}"
 
-    def load_manifest(self) -> bytes | None:
-        """The committed manifest's bytes, or None if the store has none yet."""
+    def load_manifest(self) -> tuple[bytes, list[bytes]] | None:
+        """The newest full manifest's bytes and the deltas committed after it, oldest first
+        (locally every delta file: the caller skips those the full one holds), or None if
+        the store has no manifest yet. FileNotFoundError if a delta vanished meanwhile."""
         raise NotImplementedError
 
-    def save_manifest(self, body: bytes) -> None:
-        """Commit: the new manifest replaces the old one for every reader, or nothing does."""
+    def save_manifest(self, body: bytes, generation: int) -> None:
+        """Commit a full manifest: it replaces the old one and the deltas up to
+        ``generation`` for every reader, or nothing does."""
+        raise NotImplementedError
+
+    def save_delta(self, body: bytes, generation: int) -> None:
+        """Commit delta ``generation``: readers see it after the full manifest, or not at all."""
         raise NotImplementedError
 
     def writer_lock(self) -> Any:

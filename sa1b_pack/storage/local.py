@@ -1,8 +1,10 @@
 """A store in a local folder: temp folder + fsync + rename for parts, atomic replace for the
-manifest, an ``flock`` for the one packer, parts read memory-mapped (see base.py)."""
+manifest and its deltas, an ``flock`` for the one packer, parts read memory-mapped (see
+base.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -16,8 +18,10 @@ import fsspec
 
 from ..errors import StoreError
 from ..format.files import (
+    DELTA_SUFFIX,
     LOCK_FILE,
     MANIFEST,
+    MANIFESTS_DIR,
     PARTS_DIR,
     part_files,
 )
@@ -37,15 +41,53 @@ class LocalStorage(Storage):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return LocalStorage, (self.url,)  # workers rebuild their own handles
 
-    def load_manifest(self) -> bytes | None:
+    def load_manifest(self) -> tuple[bytes, list[bytes]] | None:
         try:
-            return (self.root / MANIFEST).read_bytes()
+            full = (self.root / MANIFEST).read_bytes()
         except FileNotFoundError:
             return None
+        return full, [path.read_bytes() for _, path in self._deltas()]
 
-    def save_manifest(self, body: bytes) -> None:
+    def _deltas(self) -> list[tuple[int, Path]]:
+        """(generation, path) of the committed delta files, oldest first."""
+        try:
+            names = os.listdir(self.root / MANIFESTS_DIR)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            (int(name[: -len(DELTA_SUFFIX)]), self.root / MANIFESTS_DIR / name)
+            for name in names
+            if name.endswith(DELTA_SUFFIX) and name[: -len(DELTA_SUFFIX)].isdigit()
+        )
+
+    def save_manifest(self, body: bytes, generation: int) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.root / MANIFEST, body)
+        for left in self.root.glob(f".{MANIFEST}.tmp-*"):  # what killed writers left
+            left.unlink(missing_ok=True)
+        folder = self.root / MANIFESTS_DIR
+        if not folder.is_dir():
+            return
+        # the deltas it holds now (oldest first: a crash leaves a run readers skip) and
+        # what killed writers left; newer deltas cannot exist under the writer lock
+        deltas = self._deltas()
+        stale = [path for g, path in deltas if g <= generation]
+        committed = {path.name for _, path in deltas}
+        stale += [folder / n for n in sorted(os.listdir(folder)) if n not in committed]
+        for path in stale:
+            path.unlink(missing_ok=True)
+            crash_point("delta-dropped")
+        fsync_dir(folder)
+        with contextlib.suppress(OSError):  # at rest: manifest.json alone
+            folder.rmdir()
+            fsync_dir(self.root)
+
+    def save_delta(self, body: bytes, generation: int) -> None:
+        folder = self.root / MANIFESTS_DIR
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+            fsync_dir(self.root)
+        write_atomic(folder / f"{generation:010d}{DELTA_SUFFIX}", body)
 
     @contextmanager
     def writer_lock(self) -> Iterator[None]:

@@ -14,6 +14,7 @@ from typing import Any
 import fsspec
 
 from ..format.files import (
+    DELTA_SUFFIX,
     MANIFESTS_DIR,
     PART_FILES,
     PARTS_DIR,
@@ -33,24 +34,44 @@ class ObjectStorage(Storage):
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return ObjectStorage, (self.url, self.cache)  # workers rebuild their own handles
 
-    def _generations(self) -> list[str]:
+    def _generations(self) -> list[tuple[int, bool]]:
+        """(number, is a delta) of every manifest object, oldest first."""
         try:
-            names = self.fs.ls(f"{self.base}/{MANIFESTS_DIR}", detail=False)
+            paths = self.fs.ls(f"{self.base}/{MANIFESTS_DIR}", detail=False)
         except FileNotFoundError:
             return []
-        names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in names)
-        return [n for n in names if n.endswith(".json") and n[:-5].isdigit()]
+        found = []
+        for name in (p.rstrip("/").rsplit("/", 1)[-1] for p in paths):
+            for suffix, delta in ((DELTA_SUFFIX, True), (".json", False)):
+                if name.endswith(suffix) and name[: -len(suffix)].isdigit():
+                    found.append((int(name[: -len(suffix)]), delta))
+                    break
+        return sorted(found)
 
-    def load_manifest(self) -> bytes | None:
+    def _path(self, number: int, delta: bool) -> str:
+        return f"{self.base}/{MANIFESTS_DIR}/{number:010d}{DELTA_SUFFIX if delta else '.json'}"
+
+    def load_manifest(self) -> tuple[bytes, list[bytes]] | None:
         generations = self._generations()
-        if not generations:
+        full = [n for n, delta in generations if not delta]
+        if not full:
             return None
-        return self.fs.cat_file(f"{self.base}/{MANIFESTS_DIR}/{generations[-1]}")
+        deltas = [self._path(n, True) for n, delta in generations if delta and n > full[-1]]
+        bodies = self.fs.cat(deltas) if len(deltas) > 1 else {}  # concurrent where fs can
+        deltas = [bodies[p] if p in bodies else self.fs.cat_file(p) for p in deltas]
+        return self.fs.cat_file(self._path(full[-1], False)), deltas
 
-    def save_manifest(self, body: bytes) -> None:
+    def save_manifest(self, body: bytes, generation: int) -> None:
+        self._save(body, delta=False)
+
+    def save_delta(self, body: bytes, generation: int) -> None:
+        self._save(body, delta=True)
+
+    def _save(self, body: bytes, delta: bool) -> None:
+        """The next object number (full manifests and deltas share one sequence)."""
         generations = self._generations()
-        number = int(generations[-1][:-5]) + 1 if generations else 1
-        self.fs.pipe_file(f"{self.base}/{MANIFESTS_DIR}/{number:010d}.json", body)
+        number = generations[-1][0] + 1 if generations else 1
+        self.fs.pipe_file(self._path(number, delta), body)
 
     def writer_lock(self) -> Any:
         return nullcontext()

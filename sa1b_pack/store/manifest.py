@@ -2,8 +2,9 @@
 
 It is read and committed through the store's ``Storage`` (atomic replace locally, a new
 generation on object storage), so a reader (or a crash) sees the old or the new manifest,
-never a torn one. ``info``, ``errors`` and the file checks work from the manifest alone and
-import nothing heavy.
+never a torn one. A commit that changes a few shards writes only their entries, as a delta
+that readers merge (journal.py). ``info``, ``errors`` and the file checks work from the
+manifest alone and import nothing heavy.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import os
 from typing import Any
 
 import fsspec
-import orjson
 
 from ..errors import StoreError
-from ..format.files import FORMAT_NAME, FORMAT_VERSION, MANIFEST, RESIZED_QUALITY, part_files
+from ..format.files import FORMAT_NAME, FORMAT_VERSION, RESIZED_QUALITY, part_files
 from ..storage import Storage, storage_for
+from . import journal
 
-__all__ = ["StoreError", "empty_manifest", "file_digest", "read_manifest", "write_manifest"]
+__all__ = ["StoreError", "empty_manifest", "file_digest", "read_manifest", "settle_manifest",
+           "write_manifest"]  # fmt: skip
 
 
 def empty_manifest(image_longest: int | None = None) -> dict[str, Any]:
@@ -36,28 +38,28 @@ def empty_manifest(image_longest: int | None = None) -> dict[str, Any]:
 def read_manifest(root: str | os.PathLike | Storage) -> dict[str, Any]:
     """The committed manifest; StoreError if there is none, or it is corrupt or of another
     format version."""
+    return journal.read(storage_for(root))
+
+
+def write_manifest(
+    root: str | os.PathLike | Storage, manifest: dict[str, Any], changed: list[str] | None = None
+) -> None:
+    """Commit ``manifest`` (shards in name order) as the store's one current manifest.
+
+    ``changed``: the only shards whose entries differ from the committed manifest (the
+    top-level fields may differ too); the commit is then a delta of those entries, or a
+    compaction when due. Without it the whole manifest is written, at rest."""
     storage = storage_for(root)
-    body = storage.load_manifest()
-    if body is None:
-        raise StoreError(f"{storage.url} is not a sa1b_pack store: no {MANIFEST}")
-    try:
-        manifest = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise StoreError(f"{storage.url}: {MANIFEST} is corrupt: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
-        raise StoreError(f"{storage.url}: {MANIFEST} is not a sa1b_pack manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise StoreError(
-            f"{storage.url} has store format version {manifest.get('format_version')}; this "
-            f"sa1b_pack reads version {FORMAT_VERSION}: re-pack it, or install the matching version"
-        )
-    return manifest
+    if changed is None:
+        journal.write(storage, manifest)
+    else:
+        journal.commit(storage, manifest, changed)
 
 
-def write_manifest(root: str | os.PathLike | Storage, manifest: dict[str, Any]) -> None:
-    """Commit ``manifest`` (shards in name order) as the store's one current manifest."""
-    body = {**manifest, "shards": dict(sorted(manifest["shards"].items()))}
-    storage_for(root).save_manifest(orjson.dumps(body, option=orjson.OPT_INDENT_2))
+def settle_manifest(root: Storage, manifest: dict[str, Any]) -> None:
+    """End of a run of ``write_manifest(..., changed=...)``: write the store back at rest
+    (one manifest.json, no delta) if it is not."""
+    journal.settle(root, manifest)
 
 
 def shard_names(manifest: dict[str, Any]) -> list[str]:

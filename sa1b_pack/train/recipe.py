@@ -21,6 +21,8 @@ from .relations import mask_relations
 from .transforms import MaskTransform, Transform, apply_transforms
 
 SAMPLING = ("random", "largest", "all")
+# The Recipe fields ``passing`` reads: all the eligible-image index depends on (train/index.py)
+FILTERS = ("min_predicted_iou", "min_stability_score", "min_area")
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,10 @@ A map-style Dataset over a packed store for SAM-style training, a resumable, ela
 DistributedSampler replacement (SA1BSampler, logic in sampler.py), and a collate function that
 pads the per-image mask count. Workers open the store's memory maps lazily, each in its own
 process (fork or spawn); what is pickled to them is the store path, the recipe and the index
-of eligible images. A large index goes through a temp .npy file instead, which the workers
-memory-map: written once per dataset, however often it is pickled (spawn pickles it per worker
-per epoch), and deleted when that dataset is garbage-collected or the interpreter exits.
+of eligible images. A large index goes as the path of its persisted file (train/index.py),
+which the workers memory-map; one that could not be persisted goes through a temp .npy file,
+written once per dataset, however often it is pickled (spawn pickles it per worker per
+epoch), and deleted when that dataset is garbage-collected or the interpreter exits.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from ..errors import ConfigError
 from ..read.reader import Store, open_store
 from ..write.attach import attached_specs
 from . import fields
-from .recipe import Recipe, eligible_images, training_sample
+from .index import eligible_index
+from .recipe import Recipe, training_sample
 from .sampler import EpochSampler
 from .threaded import batch_count, threaded_batches
 
@@ -67,6 +69,9 @@ class SA1BDataset(Dataset):
     (``sa1b-pack attach``) as tensors of their dtype and shape, with ``"<name>_present"``
     False where the image had none (zeros). ``relations=True`` (a Recipe field) adds iou,
     containment (K, K), centroids, orig_centroids (K, 2) and scale_level (K,).
+    ``index_cache``: where the index of eligible images is persisted and found again at the
+    next start (train/index.py): True, beside the store or in a cache folder; a folder; or
+    False, built anew every time.
 
     ``transform(sample, rng)`` and ``mask_transform(masks, mask_input_size, rng)`` augment
     each decoded sample (numpy, before it becomes tensors), in ``SA1BLoader`` too; they must
@@ -90,6 +95,7 @@ class SA1BDataset(Dataset):
         attached: Sequence[str] = (),
         transform: Any = None,
         mask_transform: Any = None,
+        index_cache: bool | str | os.PathLike = True,
         **recipe_fields: Any,
     ) -> None:
         if recipe is not None and not isinstance(recipe, Recipe):
@@ -111,10 +117,8 @@ class SA1BDataset(Dataset):
             raise ConfigError(f"attached arrays {clash} would replace batch keys")
         self.transform, self.mask_transform = transform, mask_transform
         self.epoch = 0
-        self.index = eligible_images(self.store, self.recipe)
-        if subset is not None:  # a named subset, composed with the quality filters
-            self.index = np.intersect1d(self.index, self.store.subset(subset))
-        self._spill: _Spill | None = None
+        self.index, path = eligible_index(self.store, self.recipe, subset, index_cache)
+        self._spill = _Spill(self.index, str(path), None) if path else None  # never deleted
         size = self.recipe.image_size
         if self.store.image_longest == size:
             quality = self.store.manifest.get("resized_quality")

@@ -33,7 +33,7 @@ from ..progress import progress_bar
 from ..read.reader import Sample, Store
 from ..storage import Storage, storage_for
 from ..storage.faults import crash_point
-from ..store.manifest import read_manifest, write_manifest
+from ..store.manifest import read_manifest, settle_manifest, write_manifest
 
 Fn = Callable[[Sample], "np.ndarray | None"]
 SHOWN = 10  # missing images named in an error, before "... and N more"
@@ -100,10 +100,11 @@ def attach(
                 entry["files"][record["file"]] = digest
                 entry.setdefault("attached", {})[name] = {**record, "missing": missing}
                 manifest.setdefault("attached", {})[name] = spec
-                write_manifest(storage, manifest)
+                write_manifest(storage, manifest, changed=[shard])
                 crash_point("attach-committed")
                 report.attached.append(shard)
                 report.missing += missing
+        settle_manifest(storage, manifest)
     return report
 
 

@@ -23,7 +23,7 @@ from ..progress import progress_bar, say, worker_progress
 from ..source.identity import source_change
 from ..source.shards import ShardError, find_shards, shard_name
 from ..storage import Storage, storage_for
-from ..store.manifest import empty_manifest, read_manifest, write_manifest
+from ..store.manifest import empty_manifest, read_manifest, settle_manifest, write_manifest
 from ..store.subset import describe, read_ids
 from .cluster import backend_context
 from .duplicates import duplicate_ids
@@ -130,7 +130,9 @@ class Packer:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+        with self._stack:  # the writer lock is held until the store is back at rest
+            if exc[0] is None and self.manifest:
+                settle_manifest(self.storage, self.manifest)
 
     def _open_manifest(self) -> dict[str, Any]:
         """The store's manifest, or a new one; a store keeps one image_longest and one
@@ -201,7 +203,7 @@ class Packer:
         if error is not None:
             report.failed[name] = error
             self.manifest.setdefault("failed", {})[name] = {"reason": error}
-            write_manifest(self.storage, self.manifest)
+            write_manifest(self.storage, self.manifest, changed=[])
             say(f"FAILED {error}")
             return
         assert result is not None
@@ -212,7 +214,7 @@ class Packer:
         replaced = self.manifest["shards"].get(name)
         self.manifest["shards"][name] = entry
         self.manifest.get("failed", {}).pop(name, None)
-        write_manifest(self.storage, self.manifest)
+        write_manifest(self.storage, self.manifest, changed=[name])
         if replaced is not None:
             self.storage.remove_part(name, replaced, keep=entry)
         report.packed.append(name)

@@ -161,7 +161,7 @@ def spill_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_one_spill_file_per_dataset_removed_with_it(
     packed_dir: Path, spill_everything: Path
 ) -> None:
-    ds = SA1BDataset(packed_dir, **RECIPE)
+    ds = SA1BDataset(packed_dir, **RECIPE, index_cache=False)  # not persisted: spilled
     copies = [pickle.loads(pickle.dumps(ds)) for _ in range(20)]
     assert len(spill_files(spill_everything)) == 1
     assert all(np.array_equal(c.index, ds.index) for c in copies)
@@ -180,7 +180,7 @@ def test_one_spill_file_per_dataset_removed_with_it(
 
 @pytest.mark.slow
 def test_spilled_index_under_spawn_workers(packed_dir: Path, spill_everything: Path) -> None:
-    ds = SA1BDataset(packed_dir, **RECIPE, seed=3)
+    ds = SA1BDataset(packed_dir, **RECIPE, seed=3, index_cache=False)
     expected = loader_ids(ds, 0, None)
     for epoch in range(2):  # spawn pickles the dataset for each worker of each epoch
         ds.set_epoch(epoch)

@@ -48,13 +48,13 @@ ImageIds = str | os.PathLike | Iterable[int | str] | None
 
 
 def eligible_index(
-    store: Store, recipe: Recipe, image_ids: ImageIds = None, where: Where = True
+    store: Store, recipe: Recipe, subset: ImageIds = None, where: Where = True
 ) -> tuple[np.ndarray, Path | None]:
-    """The eligible images' global indices (sorted int64; only those in ``image_ids`` if
+    """The eligible images' global indices (sorted int64; only those in ``subset`` if
     given: KeyError if the store lacks some) and the file holding them: loaded if persisted,
     else built and persisted in the first folder of ``where`` that can be written (the path
     is None if none could)."""
-    ids = None if image_ids is None else read_ids(image_ids)
+    ids = None if subset is None else read_ids(subset)
     folders = index_folders(store, where)
     key = index_key(store, recipe, ids) if folders else ""
     for folder in folders:
@@ -71,7 +71,7 @@ def eligible_index(
         except OSError as exc:  # read-only, full, not ours: try the next folder
             logger.debug("eligible index not saved in %s: %s", folder, exc)
             continue
-        logger.info("eligible index of %s built in %.2f s, saved as %s", store.root, built, path)
+        logger.info("eligible index of %s built in %.2f s, saved as %s", store.url, built, path)
         return load_index(folder, key) or (index, None)
     return index, None
 

@@ -119,7 +119,7 @@ class LoaderStats:
         per = ", ".join(f"{n} {s.ms_per_sample:.2f}" for n, s in self.stages.items() if s.count)
         work = f"ms per sample: {per}" if per else "no samples yet"
         if self.threads:
-            work += f" (summed over {self.threads} threads)"
+            work += f" (thread time, {self.threads} threads)"
         steady = self.wait_s + self.loop_s
         if self.batches == 0:
             return f"no training loop timed (SA1BLoader times its loop); {work}"

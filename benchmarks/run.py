@@ -23,7 +23,8 @@ from typing import Any
 import harness as h
 
 MODULES = {"limits": "limits", "pack": "pack_rate", "access": "access", "masks": "masks",
-           "loader": "loader", "memory": "memory", "peers": "peers", "scale": "scale"}  # fmt: skip
+           "loader": "loader", "memory": "memory", "peers": "peers", "scale": "scale",
+           "prompts": "prompts"}  # fmt: skip
 DERIVED = (
     ("pack, 1 job / cold sequential read", ("pack", "pack, 1 job, MB/s of tar"),
      ("limits", "sequential read, cold")),

@@ -22,7 +22,7 @@ from sa1b_pack.testing import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale"]
+QUESTIONS = ["limits", "pack", "access", "masks", "loader", "memory", "peers", "scale", "prompts"]
 
 
 def run_script(script: str, *args: str | os.PathLike) -> str:

@@ -45,12 +45,16 @@ def _draw(have: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return ranks
 
 
-def _centres(pos: np.ndarray, height: int, scale: tuple[float, float]) -> np.ndarray:
-    """(K, P, 2) pixel centres in the resized frame of column-major offsets; NaN where < 0."""
-    xy = np.stack([pos // height, pos % height], axis=-1) + 0.5
-    xy *= np.asarray(scale, np.float64)
-    xy[pos < 0] = np.nan
-    return xy
+def _place(points: np.ndarray, labels: np.ndarray, pos: np.ndarray, height: int,
+           scale: tuple[float, float], label: int) -> None:  # fmt: skip
+    """Write the pixel centres of column-major offsets ``pos`` in the resized frame, and
+    ``label``; NaN and -1 where there is no point (pos < 0)."""
+    x, y = np.divmod(pos, height)
+    points[..., 0] = (x + 0.5) * scale[0]
+    points[..., 1] = (y + 0.5) * scale[1]
+    none = pos < 0
+    points[none] = np.nan
+    labels[...] = np.where(none, -1, label)
 
 
 def prompt_points(
@@ -68,33 +72,29 @@ def prompt_points(
     """(points (K, P, 2) float64, point_labels (K, P) int64) of K masks given by their runs,
     XYWH ``bbox`` and ``stored`` (K, 2) SA-1B points (full resolution, NaN if none), for a
     ``recipe`` with points_per_mask, negative_points and negative_from."""
-    k = len(offsets)
-    parts, labels = [], []
-    area = rle.area(runs, offsets, counts)
+    k, f = len(offsets), max(recipe.points_per_mask, 1)
+    points = np.empty((k, recipe.point_count, 2))
+    labels = np.empty((k, recipe.point_count), np.int64)
     if recipe.points_per_mask > 0:
-        ranks = _draw(area, recipe.points_per_mask, rng)
+        ranks = _draw(rle.area(runs, offsets, counts), f, rng)
         pos = pixels.pixels_at_ranks(runs, offsets, counts, height, width, ranks)
-        parts.append(_centres(pos, height, scale))
-        labels.append(np.where(pos >= 0, 1, -1))
+        _place(points[:, :f], labels[:, :f], pos, height, scale, 1)
     else:
-        points = np.asarray(stored, np.float64).reshape(k, 1, 2) * np.asarray(scale)
-        parts.append(points)
-        labels.append(np.where(np.isfinite(points).all(axis=-1), 1, -1))
-    if recipe.negative_points > 0:
-        if recipe.negative_from == "box":
-            boxes = pixel_boxes(np.asarray(bbox, np.float64), height, width)
-            free = pixels.box_background_counts(runs, offsets, counts, height, width, boxes)
-            ranks = _draw(free, recipe.negative_points, rng)
-            pos = pixels.box_background_at_ranks(runs, offsets, counts, height, width, boxes,
-                                                 ranks)  # fmt: skip
-        else:
-            free = np.int64(height) * np.int64(width) - area
-            ranks = _draw(free, recipe.negative_points, rng)
-            pos = pixels.pixels_at_ranks(runs, offsets, counts, height, width, ranks,
-                                         foreground=False)  # fmt: skip
-        parts.append(_centres(pos, height, scale))
-        labels.append(np.where(pos >= 0, 0, -1))
-    return np.concatenate(parts, axis=1), np.concatenate(labels, axis=1).astype(np.int64)
+        points[:, 0] = np.asarray(stored, np.float64).reshape(k, 2) * scale
+        labels[:, 0] = np.where(np.isfinite(points[:, 0]).all(axis=-1), 1, -1)
+    n = recipe.negative_points
+    if n > 0 and recipe.negative_from == "box":
+        boxes = pixel_boxes(np.asarray(bbox, np.float64), height, width)
+        free = pixels.box_background_counts(runs, offsets, counts, height, width, boxes)
+        pos = pixels.box_background_at_ranks(runs, offsets, counts, height, width, boxes,
+                                             _draw(free, n, rng))  # fmt: skip
+        _place(points[:, f:], labels[:, f:], pos, height, scale, 0)
+    elif n > 0:
+        free = np.int64(height) * np.int64(width) - rle.area(runs, offsets, counts)
+        pos = pixels.pixels_at_ranks(runs, offsets, counts, height, width, _draw(free, n, rng),
+                                     foreground=False)  # fmt: skip
+        _place(points[:, f:], labels[:, f:], pos, height, scale, 0)
+    return points, labels
 
 
 def noisy_boxes(
@@ -103,10 +103,11 @@ def noisy_boxes(
     """SAM's box noise: each XYXY coordinate moved by a normal draw with standard deviation
     ``fraction`` x the box's side along that axis, clipped to +-``cap`` pixels (of this, the
     resized, frame: SAM's 20 px are at 1024), then kept ordered and inside the valid (h, w)."""
-    side = np.tile(boxes[:, 2:] - boxes[:, :2], 2)
-    noise = (rng.standard_normal(boxes.shape) * (fraction * side)).clip(-cap, cap)
+    side = boxes[:, 2:] - boxes[:, :2]
+    std = fraction * np.concatenate([side, side], axis=1)
+    noise = np.minimum(np.maximum(rng.standard_normal(boxes.shape) * std, -cap), cap)
     moved = boxes + noise
-    h, w = size
-    xs = np.sort(moved[:, 0::2], axis=1).clip(0, w)
-    ys = np.sort(moved[:, 1::2], axis=1).clip(0, h)
-    return np.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], axis=1)
+    limit = np.array([size[1], size[0]], np.float64)  # (w, h)
+    lo = np.minimum(np.maximum(np.minimum(moved[:, :2], moved[:, 2:]), 0), limit)
+    hi = np.minimum(np.maximum(np.maximum(moved[:, :2], moved[:, 2:]), 0), limit)
+    return np.concatenate([lo, hi], axis=1)

@@ -2,9 +2,9 @@
 waited for its batches (SPDL's per-stage and queue statistics, for this fixed pipeline).
 
 Recording takes no lock: each thread adds to its own accumulator (a list only it writes,
-found by thread id) and ``StageTimes.totals`` sums them on read. A sample costs ~6
-``perf_counter_ns`` calls (< 1 µs against milliseconds of decoding; ``make bench``, question
-``prompts``, measures it). Counts are per process: DataLoader workers keep their own.
+found by thread id) and ``StageTimes.totals`` sums them on read. A sample costs six
+``perf_counter_ns`` calls and list updates against milliseconds of decoding (``make bench``,
+question ``prompts``, measures it). Counts are per process: DataLoader workers keep their own.
 """
 
 from __future__ import annotations

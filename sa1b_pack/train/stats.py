@@ -44,15 +44,27 @@ class StageTimes:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # taken when a thread first records, and on read
-        self._by_thread: dict[int, list[int]] = {}
+        self._by_thread: dict[int, tuple[threading.Thread, list[int]]] = {}
+        self._retired = [0] * (2 * SLOTS)  # what threads that have ended recorded
         self._base = [0] * (2 * SLOTS)
 
     def _mine(self) -> list[int]:
-        acc = self._by_thread.get(threading.get_ident())
-        if acc is None:  # a new thread (or a dead one's id reused: it writes no more)
-            with self._lock:
-                acc = self._by_thread.setdefault(threading.get_ident(), [0] * (2 * SLOTS))
-        return acc
+        entry = self._by_thread.get(threading.get_ident())
+        if entry is None or entry[0] is not threading.current_thread():
+            entry = self._register()
+        return entry[1]
+
+    def _register(self) -> tuple[threading.Thread, list[int]]:
+        """This thread's accumulator, folding those of ended threads (a loader starts new
+        threads every epoch) into ``_retired``: they write no more, nothing is lost."""
+        with self._lock:
+            for ident, (thread, acc) in list(self._by_thread.items()):
+                if not thread.is_alive():
+                    self._retired = [a + b for a, b in zip(self._retired, acc, strict=True)]
+                    del self._by_thread[ident]
+            entry = (threading.current_thread(), [0] * (2 * SLOTS))
+            self._by_thread[threading.get_ident()] = entry
+        return entry
 
     def start(self) -> Lap:
         return Lap(self._mine())
@@ -65,8 +77,8 @@ class StageTimes:
     def totals(self, reset: bool = False) -> list[int]:
         """Per slot: nanoseconds, then counts, since creation or the last reset."""
         with self._lock:
-            accs = list(self._by_thread.values())
-        now = [sum(values) for values in zip(*accs, strict=True)] if accs else [0] * 2 * SLOTS
+            accs = [self._retired, *(acc for _, acc in self._by_thread.values())]
+        now = [sum(values) for values in zip(*accs, strict=True)]
         out = [a - b for a, b in zip(now, self._base, strict=True)]
         if reset:
             self._base = now
@@ -76,7 +88,7 @@ class StageTimes:
         return LoaderStats.of(self.totals(reset), threads)
 
     def __getstate__(self) -> dict[str, Any]:  # a worker process starts its own counts
-        return {}
+        return {"fresh": True}  # not empty: an empty state would skip __setstate__
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()

@@ -10,6 +10,7 @@ question ``prompts``, measures it). Counts are per process: DataLoader workers k
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
@@ -92,6 +93,28 @@ class StageTimes:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__()
+
+
+def timed(items: Iterable[Any], convert: Callable[[Any], Any], times: StageTimes | None
+          ) -> Iterator[Any]:  # fmt: skip
+    """``convert(item)`` for each item, recording the loop's side: the time from its asking
+    to its getting the converted item (the first apart: start-up), its own time until it asks
+    again, and ``convert``'s time under collate (uncounted: the batch's padding counted it)."""
+    if times is None:
+        yield from map(convert, items)
+        return
+    waited = FIRST
+    asked = perf_counter_ns()
+    for item in items:
+        got = perf_counter_ns()
+        out = convert(item)
+        handed = perf_counter_ns()
+        times.add(COLLATE, handed - got, count=0)
+        times.add(waited, handed - asked)
+        waited = WAIT
+        yield out
+        asked = perf_counter_ns()
+        times.add(LOOP, asked - handed)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ..store.reader import Store, open_store
 from . import fields
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler
-from .stats import COLLATE, FIRST, LOOP, WAIT, LoaderStats, StageTimes
+from .stats import COLLATE, LoaderStats, StageTimes, timed
 from .threaded import batch_count, threaded_batches
 
 logger = logging.getLogger("sa1b_pack")
@@ -303,29 +303,18 @@ class SA1BLoader:
 
     def __iter__(self) -> Any:
         snapshot = getattr(self.sampler, "state_dict", None)
-        times = self.stage_times
         batches = threaded_batches(self.dataset, self._keys(), self.batch_size,
                                    threads=self.threads, prefetch=self.prefetch,
                                    drop_last=self.drop_last, snapshot=snapshot,
-                                   stages=times)  # fmt: skip
-        clock, waited = time.perf_counter_ns, FIRST
+                                   stages=self.stage_times)  # fmt: skip
         try:
-            asked = clock()
-            for arrays, state in batches:
-                self._state = state
-                got = clock()
-                out = self._tensors(arrays)
-                if times is not None:
-                    handed = clock()
-                    times.add(COLLATE, handed - got, count=0)  # the batch's padding counted it
-                    times.add(waited, handed - asked)
-                    waited = WAIT
-                yield out
-                asked = clock()
-                if times is not None:
-                    times.add(LOOP, asked - handed)
+            yield from timed(batches, self._handed, self.stage_times)
         finally:
             batches.close()
+
+    def _handed(self, pair: tuple[dict[str, np.ndarray], Any]) -> dict[str, torch.Tensor]:
+        arrays, self._state = pair
+        return self._tensors(arrays)
 
     def _tensors(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {k: torch.from_numpy(v) for k, v in arrays.items()}

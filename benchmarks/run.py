@@ -27,7 +27,8 @@ from sa1b_pack import parse_shards
 
 MODULES = {"limits": "limits", "pack": "pack_rate", "access": "access", "masks": "masks",
            "loader": "loader", "memory": "memory", "peers": "peers", "scale": "scale",
-           "cluster": "cluster", "startup": "startup"}  # fmt: skip
+           "cluster": "cluster", "startup": "startup",
+           "prompts": "prompts"}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -35,6 +35,7 @@ QUESTIONS = [
     "scale",
     "cluster",
     "startup",
+    "prompts",
 ]
 BEFORE = "d376beb"  # the packer pack_rate.py times beside the current one, when git has it
 

@@ -17,7 +17,9 @@ from ..codec.jpeg import decode_image, decode_resized
 from ..codec.rle import decode_padded
 from ..errors import ConfigError
 from ..read.reader import Store
+from .prompts import NEGATIVE_FROM, noisy_boxes, prompt_points
 from .relations import mask_relations
+from .stats import IMAGE, MASKS, PROMPTS, READ, TRANSFORM, StageTimes, no_lap
 from .transforms import MaskTransform, Transform, apply_transforms
 
 SAMPLING = ("random", "largest", "all")
@@ -34,6 +36,12 @@ class Recipe:
     mask (``max_masks`` ignored). Draws depend only on (seed, epoch, index).
     ``relations`` adds the sampled masks' IoU, containment, centroids and scale levels
     (train/relations.py): off by default, it costs a merge of run lists per pair of masks.
+
+    Prompts (train/prompts.py), drawn from the sampled masks' runs: ``points_per_mask``
+    foreground points uniform over each mask's pixels (0: the one point stored in SA-1B),
+    then ``negative_points`` outside the mask, inside its box or anywhere in the image
+    (``negative_from``); ``box_noise``: SAM's box noise, std = fraction x the box's side,
+    clipped at ``box_noise_max`` pixels of the resized frame (SAM: 0.1 and 20 at 1024).
     """
 
     image_size: int = 1024
@@ -45,6 +53,11 @@ class Recipe:
     mask_sampling: str = "random"
     seed: int = 0
     relations: bool = False
+    points_per_mask: int = 0
+    negative_points: int = 0
+    negative_from: str = "box"
+    box_noise: float = 0.0
+    box_noise_max: float = 20.0
 
     def __post_init__(self) -> None:
         if self.mask_sampling not in SAMPLING:
@@ -53,6 +66,16 @@ class Recipe:
             )
         if self.image_size < 1 or self.mask_size < 1 or self.max_masks < 1:
             raise ConfigError("image_size, mask_size and max_masks must be positive")
+        if self.negative_from not in NEGATIVE_FROM:
+            raise ConfigError(f"negative_from must be one of {NEGATIVE_FROM}, "
+                             f"got {self.negative_from!r}")  # fmt: skip
+        if min(self.points_per_mask, self.negative_points, self.box_noise, self.box_noise_max) < 0:
+            raise ConfigError("points_per_mask, negative_points and box_noise(_max) must be >= 0")
+
+    @property
+    def point_count(self) -> int:
+        """P, the points per mask of a sample: foreground (or the stored one), then negative."""
+        return max(self.points_per_mask, 1) + self.negative_points
 
     def passing(
         self, predicted_iou: np.ndarray, stability_score: np.ndarray, area: np.ndarray
@@ -119,30 +142,45 @@ def training_sample(
     masks_out: np.ndarray | None = None,
     transform: Transform | None = None,
     mask_transform: MaskTransform | None = None,
+    stages: StageTimes | None = None,
 ) -> dict[str, Any]:
     """One sample as numpy arrays: image (S, S, 3) uint8, masks (K, m, m) bool, boxes, points.
 
     ``key`` (default ``index``) seeds the mask draw with (seed, epoch, key). Boxes are XYXY and
-    points XY, both in the resized (unpadded) image frame; masks are aligned with the padded
-    image (SAM's low-res masks: mask pixel (y, x) covers image pixels scaled by S / m).
+    points (K, P, 2) XY with ``point_labels`` (K, P) (train/prompts.py), both in the resized
+    (unpadded) image frame; masks are aligned with the padded image (SAM's low-res masks: mask
+    pixel (y, x) covers image pixels scaled by S / m).
     ``input_size`` and ``mask_input_size`` are the unpadded (h, w) of image and masks.
     ``image_out`` (S, S, 3) and ``masks_out`` (>= K, m, m) are written in place when given (a
     batch slot of the threaded loader); the result then holds views of them, unless a
     transform replaced them. ``transform`` / ``mask_transform``: see train/transforms.py.
+    ``stages`` records each stage's time (train/stats.py).
     """
+    lap = stages.start() if stages is not None else no_lap
     s = store[index]
     rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key))
     passing = recipe.passing(s.predicted_iou, s.stability_score, s.area)
     chosen = choose_masks(passing, s.area, recipe, rng)
+    h, w = resize_longest_shape(s.height, s.width, recipe.image_size)
+    sx, sy = w / s.width, h / s.height
+    bbox = s.bbox[chosen]
+    stored = _first_points(s.point_coords, chosen)
+    lap(READ)
     size = recipe.image_size
     image = np.empty((size, size, 3), np.uint8) if image_out is None else image_out
-    h, w = resize_longest_shape(s.height, s.width, recipe.image_size)
     if store.image_longest == recipe.image_size:  # the store holds this exact resize
         decode_resized(s.resized_jpeg, recipe.image_size, image)
     else:
         decode_image(s.jpeg, s.height, s.width, recipe.image_size, image)
-    sx, sy = w / s.width, h / s.height
-    bbox = s.bbox[chosen]
+    lap(IMAGE)
+    m = recipe.mask_size
+    if masks_out is None or len(masks_out) < len(chosen):
+        masks = np.empty((len(chosen), m, m), bool)
+    else:
+        masks = masks_out[: len(chosen)]
+    runs = s.mask_runs(chosen)  # parsed once, for the masks, the prompts and the relations
+    decode_padded(*runs, s.height, s.width, longest=m, pad=True, out=masks)
+    lap(MASKS)
     boxes = np.stack(
         [
             bbox[:, 0] * sx,
@@ -152,19 +190,15 @@ def training_sample(
         ],
         axis=1,
     )
-    points = _first_points(s.point_coords, chosen) * np.array([sx, sy])
-    m = recipe.mask_size
-    if masks_out is None or len(masks_out) < len(chosen):
-        masks = np.empty((len(chosen), m, m), bool)
-    else:
-        masks = masks_out[: len(chosen)]
-    runs = s.mask_runs(chosen)  # parsed once, for the masks and the relations
-    decode_padded(*runs, s.height, s.width, longest=m, pad=True, out=masks)
+    points, labels = prompt_points(*runs, s.height, s.width, bbox, stored, recipe, rng, (sx, sy))
+    if recipe.box_noise > 0:
+        boxes = noisy_boxes(boxes, recipe.box_noise, recipe.box_noise_max, rng, (h, w))
     sample = {
         "image": image,
         "masks": masks,
         "boxes": boxes,
         "points": points,
+        "point_labels": labels,
         "predicted_iou": s.predicted_iou[chosen].copy(),
         "stability_score": s.stability_score[chosen].copy(),
         "mask_ids": s.mask_ids[chosen].copy(),
@@ -175,7 +209,10 @@ def training_sample(
     }
     if recipe.relations:
         sample.update(mask_relations(*runs, s.height, s.width, (sx, sy)))
+    lap(PROMPTS)
     if transform is None and mask_transform is None:
         return sample
     rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key, 1))
-    return apply_transforms(sample, transform, mask_transform, rng)
+    sample = apply_transforms(sample, transform, mask_transform, rng)
+    lap(TRANSFORM)
+    return sample

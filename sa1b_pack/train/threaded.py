@@ -16,6 +16,7 @@ Samples fill slots in any order, batches come out in sampler order, so the batch
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ import numpy as np
 from ..errors import SA1BPackError
 from . import fields
 from .recipe import Recipe, training_sample
+from .stats import COLLATE, StageTimes
 
 Attached = dict[str, tuple[np.dtype, tuple[int, ...]]]  # name -> (dtype, per-image shape)
 
@@ -45,7 +47,8 @@ class BatchBuffer:
         self.image = np.zeros((batch_size, s, s, 3), np.uint8)
         self.masks = np.zeros((batch_size, c, m, m), np.bool_)
         self.valid = np.zeros((batch_size, c), np.bool_)
-        per_mask, pairwise = fields.per_mask(recipe.relations), fields.pairwise(recipe.relations)
+        per_mask = fields.per_mask(recipe.relations, recipe.point_count)
+        pairwise = fields.pairwise(recipe.relations)
         self.fields = {f: np.zeros((batch_size, c, *shape), dtype)
                        for f, (dtype, shape) in per_mask.items()}  # fmt: skip
         self.pairwise = {f: np.zeros((batch_size, c, c), dtype) for f, dtype in pairwise.items()}
@@ -59,7 +62,8 @@ class BatchBuffer:
     def fill(self, slot: int, store: Any, index: int, recipe: Recipe, epoch: int,
              **transforms: Any) -> None:  # fmt: skip
         """Sample ``index`` into slot ``slot``: image and masks decoded in place (copied in
-        only if a transform (``transform``, ``mask_transform``) replaced the arrays)."""
+        only if a transform (``transform``, ``mask_transform``) replaced the arrays);
+        ``stages`` too goes on to ``training_sample``."""
         out = training_sample(store, index, recipe, epoch, image_out=self.image[slot],
                               masks_out=self.masks[slot], **transforms)  # fmt: skip
         k = len(out["masks"])
@@ -91,8 +95,8 @@ class BatchBuffer:
         for slot in range(n):  # clear what an earlier batch left beyond this sample's masks
             c = self.counts[slot]
             masks[slot, c:] = False
-            for values in self.fields.values():
-                values[slot, c:k] = 0
+            for field, values in self.fields.items():
+                values[slot, c:k] = fields.PAD.get(field, 0)
             for values in self.pairwise.values():
                 values[slot, c:k, :k] = 0
                 values[slot, :c, c:k] = 0
@@ -134,11 +138,13 @@ def threaded_batches(
     prefetch: int,
     drop_last: bool,
     snapshot: Any = None,
+    stages: StageTimes | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], Any]]:
     """(batch, state) pairs of ``dataset`` (an SA1BDataset: store, index, recipe, epoch) for
     ``keys`` (dataset indices, or ``(index, epoch)`` pairs), made by ``threads`` threads.
     ``snapshot()`` is called as each batch's keys are drawn, and its value comes out with
-    that batch: the sampler's state exactly after it, however far the threads run ahead."""
+    that batch: the sampler's state exactly after it, however far the threads run ahead.
+    ``stages`` records each sample's stage times and each batch's padding (train/stats.py)."""
     recipe: Recipe = dataset.recipe
     capacity = recipe.max_masks if recipe.mask_sampling != "all" else 1
     attached = getattr(dataset, "attached", None)
@@ -149,7 +155,7 @@ def threaded_batches(
 
     def submit(number: int, batch: list[Any]) -> None:
         buffer = ring[number % len(ring)]
-        futures = [pool.submit(_fill, buffer, slot, dataset, key) for slot, key in
+        futures = [pool.submit(_fill, buffer, slot, dataset, key, stages) for slot, key in
                    enumerate(batch)]  # fmt: skip
         in_flight.append((number, batch, futures, snapshot() if snapshot else None))
 
@@ -160,9 +166,9 @@ def threaded_batches(
             number += 1
             if len(in_flight) < prefetch:
                 continue
-            yield _finish(ring, in_flight.popleft(), dataset)
+            yield _finish(ring, in_flight.popleft(), dataset, stages)
         while in_flight:
-            yield _finish(ring, in_flight.popleft(), dataset)
+            yield _finish(ring, in_flight.popleft(), dataset, stages)
     finally:  # break, an exception, KeyboardInterrupt: no thread is left running
         for _, _, futures, _ in in_flight:
             for future in futures:
@@ -174,14 +180,14 @@ def _key(dataset: Any, key: Any) -> tuple[int, int]:
     return key if isinstance(key, tuple) else (int(key), dataset.epoch)
 
 
-def _fill(buffer: BatchBuffer, slot: int, dataset: Any, key: Any) -> None:
+def _fill(buffer: BatchBuffer, slot: int, dataset: Any, key: Any, stages: Any = None) -> None:
     i, epoch = _key(dataset, key)
     buffer.fill(slot, dataset.store, int(dataset.index[i]), dataset.recipe, epoch,
                 transform=getattr(dataset, "transform", None),
-                mask_transform=getattr(dataset, "mask_transform", None))  # fmt: skip
+                mask_transform=getattr(dataset, "mask_transform", None), stages=stages)  # fmt: skip
 
 
-def _finish(ring: list[BatchBuffer], job: tuple, dataset: Any) -> tuple[dict, Any]:
+def _finish(ring: list[BatchBuffer], job: tuple, dataset: Any, stages: Any) -> tuple[dict, Any]:
     """Wait for every sample of a batch, grow its buffer if a sample had more masks than it
     holds (then refill those slots), and return its views; a failed sample raises
     SampleError naming it."""
@@ -205,8 +211,13 @@ def _finish(ring: list[BatchBuffer], job: tuple, dataset: Any) -> tuple[dict, An
     if overflow:
         buffer = _grown(ring, number, buffer, max(overflow.values()), dataset)
         for slot in overflow:
-            _fill(buffer, slot, dataset, batch[slot])
-    return buffer.batch(len(batch)), state
+            _fill(buffer, slot, dataset, batch[slot], stages)
+    if stages is None:
+        return buffer.batch(len(batch)), state
+    t0 = time.perf_counter_ns()
+    views = buffer.batch(len(batch))
+    stages.add(COLLATE, time.perf_counter_ns() - t0)
+    return views, state
 
 
 def _grown(ring: list[BatchBuffer], number: int, old: BatchBuffer, need: int, dataset: Any):

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import tempfile
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ from . import fields
 from .index import eligible_index
 from .recipe import Recipe, training_sample
 from .sampler import EpochSampler
+from .stats import COLLATE, LoaderStats, StageTimes, timed
 from .threaded import batch_count, threaded_batches
 
 logger = logging.getLogger("sa1b_pack")
@@ -81,6 +83,10 @@ class SA1BDataset(Dataset):
     ``len(ds)`` counts only usable images. Mask draws depend on (seed, epoch, image): call
     ``set_epoch(e)`` before iterating epoch ``e`` (with ``persistent_workers=False``, the
     default, workers pick it up when the epoch's iterator is created).
+
+    ``stats()``: time per stage of the samples made *in this process* (train/stats.py): all
+    of them with ``num_workers=0``, none with workers (each worker counts its own);
+    ``stats=False`` turns recording off.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class SA1BDataset(Dataset):
         transform: Any = None,
         mask_transform: Any = None,
         index_cache: bool | str | os.PathLike = True,
+        stats: bool = True,
         **recipe_fields: Any,
     ) -> None:
         if recipe is not None and not isinstance(recipe, Recipe):
@@ -116,6 +123,7 @@ class SA1BDataset(Dataset):
         if clash := [n for n in attached if n in fields.BATCH_KEYS or n.endswith("_present")]:
             raise ConfigError(f"attached arrays {clash} would replace batch keys")
         self.transform, self.mask_transform = transform, mask_transform
+        self.stage_times = StageTimes() if stats else None
         self.epoch = 0
         self.index, path = eligible_index(self.store, self.recipe, subset, index_cache)
         self._spill = _Spill(self.index, str(path), None) if path else None  # never deleted
@@ -143,7 +151,9 @@ class SA1BDataset(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
         transforms = {"transform": self.transform, "mask_transform": self.mask_transform}
-        sample = training_sample(self.store, int(self.index[i]), self.recipe, epoch, **transforms)
+        sample = training_sample(self.store, int(self.index[i]), self.recipe, epoch, **transforms,
+                                 stages=self.stage_times)  # fmt: skip
+        t0 = time.perf_counter_ns()
         image = torch.from_numpy(sample["image"]).permute(2, 0, 1)
         if self.float_image:
             image = image.float().div_(255.0)
@@ -156,7 +166,7 @@ class SA1BDataset(Dataset):
         relations = self.recipe.relations
         dtypes = {f: dtype for f, (dtype, _) in fields.per_mask(relations).items()}
         dtypes.update(fields.pairwise(relations))
-        return {
+        item = {
             "image": image,
             "masks": torch.from_numpy(sample["masks"]),
             **{f: torch.from_numpy(np.asarray(sample[f], dtype)) for f, dtype in dtypes.items()},
@@ -164,6 +174,13 @@ class SA1BDataset(Dataset):
             **{f: torch.tensor(sample[f], dtype=torch.int64) for f in fields.SIZES},
             **extra,
         }
+        if self.stage_times is not None:  # to tensors: this path's share of "collate"
+            self.stage_times.add(COLLATE, time.perf_counter_ns() - t0)
+        return item
+
+    def stats(self, reset: bool = False) -> LoaderStats:
+        """Stage times of the samples made in this process (zeros with stats=False)."""
+        return (self.stage_times or StageTimes()).stats(reset)
 
     def __getstate__(self) -> dict[str, Any]:
         # the store pickles as its URL and options (open parts stay behind)
@@ -238,6 +255,8 @@ class SA1BLoader:
     refilled): keep what you need longer with ``copy=True`` or ``.clone()``. An exception in a
     sample surfaces in the consumer as ``SampleError`` naming the sample's index and image id;
     ``break`` or an exception in the loop stops every thread before the loop ends.
+    ``stats()`` says where the time goes (per-stage time, the loop's waits; train/stats.py);
+    ``stats=False`` turns recording off.
     """
 
     def __init__(
@@ -252,6 +271,7 @@ class SA1BLoader:
         pin_memory: bool = False,
         prefetch: int = 2,
         copy: bool = False,
+        stats: bool = True,
     ) -> None:
         if batch_size < 1 or prefetch < 1:
             raise ConfigError("batch_size and prefetch must be at least 1")
@@ -264,6 +284,12 @@ class SA1BLoader:
         if pin_memory and not self.pin_memory:
             logger.warning("SA1BLoader: pin_memory needs a CUDA device; batches are not pinned")
         self._state: dict[str, Any] | None = None
+        self.stage_times = StageTimes() if stats else None
+
+    def stats(self, reset: bool = False) -> LoaderStats:
+        """Per-stage time of every sample and batch so far, and the loop's waits
+        (``.summary()``: which side is the bottleneck); ``reset`` starts counting afresh."""
+        return (self.stage_times or StageTimes()).stats(reset, self.threads)
 
     def __len__(self) -> int:
         return batch_count(len(self.sampler or self.dataset), self.batch_size, self.drop_last)
@@ -292,13 +318,16 @@ class SA1BLoader:
         snapshot = getattr(self.sampler, "state_dict", None)
         batches = threaded_batches(self.dataset, self._keys(), self.batch_size,
                                    threads=self.threads, prefetch=self.prefetch,
-                                   drop_last=self.drop_last, snapshot=snapshot)  # fmt: skip
+                                   drop_last=self.drop_last, snapshot=snapshot,
+                                   stages=self.stage_times)  # fmt: skip
         try:
-            for arrays, state in batches:
-                self._state = state
-                yield self._tensors(arrays)
+            yield from timed(batches, self._handed, self.stage_times)
         finally:
             batches.close()
+
+    def _handed(self, pair: tuple[dict[str, np.ndarray], Any]) -> dict[str, torch.Tensor]:
+        arrays, self._state = pair
+        return self._tensors(arrays)
 
     def _tensors(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         out = {k: torch.from_numpy(v) for k, v in arrays.items()}
@@ -337,8 +366,8 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Stack a batch, padding masks and per-mask fields to the batch's largest K.
 
     ``mask_valid`` (B, K) marks real masks; padded masks are all False, padded numbers 0
-    (pairwise relations, (B, K, K), are padded on both axes). Attached arrays are stacked:
-    (B, *shape).
+    (``point_labels`` -1; pairwise relations, (B, K, K), are padded on both axes). Attached
+    arrays are stacked: (B, *shape).
     """
     size = batch[0]["masks"].shape[1:]
     k = max(len(s["masks"]) for s in batch)
@@ -347,8 +376,8 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     per_mask = [f for f in [*fields.PER_MASK, *fields.RELATIONS] if f in batch[0]]
     pairwise = [f for f in fields.PAIRWISE if f in batch[0]]
     out: dict[str, Any] = {
-        f: torch.zeros((len(batch), k, *batch[0][f].shape[1:]), dtype=batch[0][f].dtype)
-        for f in per_mask
+        f: torch.full((len(batch), k, *one.shape[1:]), fields.PAD.get(f, 0), dtype=one.dtype)
+        for f, one in ((f, batch[0][f]) for f in per_mask)
     }
     out.update({f: torch.zeros((len(batch), k, k), dtype=batch[0][f].dtype) for f in pairwise})
     for b, s in enumerate(batch):

@@ -10,9 +10,10 @@ and returns it (the same dict changed in place, or a new one), with:
   relations centroids, orig_centroids, scale_level; iou and containment on both axes) kept
   in step with ``masks``: K' may be smaller than K, never by dropping masks from some fields
   only (``select_masks`` does it for all of them);
-- image, masks, boxes (XYXY), points (XY, NaN if none), centroids and the unpadded sizes
-  ``input_size`` (image) and ``mask_input_size`` (masks) moved together: the valid region
-  stays at the top left, padding bottom/right is zero, as SAM's postprocessing expects;
+- image, masks, boxes (XYXY), points ((K, P, 2) XY, NaN if none), centroids and the unpadded
+  sizes ``input_size`` (image) and ``mask_input_size`` (masks) moved together: the valid
+  region stays at the top left, padding bottom/right is zero, as SAM's postprocessing
+  expects; a point moved out of the valid region becomes NaN with ``point_labels`` -1;
 - source facts unchanged: ``orig_size``, ``orig_centroids``, iou, containment, scale_level,
   ids and scores describe the annotation at full resolution, not the augmented view.
 
@@ -133,7 +134,7 @@ class HorizontalFlip:
         for f in ("points", "centroids"):
             if f in sample:
                 xy = sample[f].copy()
-                xy[:, 0] = w - xy[:, 0]
+                xy[..., 0] = w - xy[..., 0]
                 sample[f] = xy
         return sample
 
@@ -152,12 +153,12 @@ class ResizeJitter:
 
     Below 1 the content shrinks and the padding grows; above 1 it grows and is cut to the
     canvas at the bottom/right (the top-left anchor of SAM's frame), points falling outside
-    become NaN, and the box of a cut mask becomes the box of what is left of its mask, to a
-    mask pixel (``S / m`` image pixels). Masks left empty (cut off, or too thin once shrunk)
-    that were not empty before are dropped with ``select_masks``. The image resizes by
-    OpenCV (area to shrink, bilinear to grow), masks by nearest neighbour on pixel centres,
-    like the recipe's; boxes, points and centroids scale by each axis' exact image factor
-    (new w / w, new h / h).
+    become NaN with label -1, and the box of a cut mask becomes the box of what is left of
+    its mask, to a mask pixel (``S / m`` image pixels; a noisy box is then exact again).
+    Masks left empty (cut off, or too thin once shrunk) that were not empty before are
+    dropped with ``select_masks``. The image resizes by OpenCV (area to shrink, bilinear to
+    grow), masks by nearest neighbour on pixel centres, like the recipe's; boxes, points and
+    centroids scale by each axis' exact image factor (new w / w, new h / h).
     """
 
     def __init__(self, min_scale: float = 0.5, max_scale: float = 1.0) -> None:
@@ -203,8 +204,11 @@ class ResizeJitter:
             boxes[cut] = (_mask_boxes(masks[cut]) * pixel).clip(0, [vw, vh, vw, vh])
         sample["boxes"] = boxes
         points = sample["points"] * factor
-        points[(points[:, 0] >= vw) | (points[:, 1] >= vh)] = np.nan
+        out = (points[..., 0] >= vw) | (points[..., 1] >= vh)
+        points[out] = np.nan
         sample["points"] = points
+        if "point_labels" in sample:
+            sample["point_labels"] = np.where(out, -1, sample["point_labels"])
         if "centroids" in sample:
             sample["centroids"] = sample["centroids"] * factor
         lost = had & ~masks.any(axis=(1, 2))

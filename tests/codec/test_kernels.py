@@ -43,7 +43,7 @@ def test_codec_tests_pass_with_bounds_checking(tmp_path: Path) -> None:
         {"NUMBA_BOUNDSCHECK": "1"},
         "-m", "pytest", "-q", "-p", "no:cacheprovider",
         "tests/codec/test_rle.py", "tests/testing/test_rle_reference.py",
-        tmp_path=tmp_path,
+        "tests/codec/test_prompt_kernels.py", tmp_path=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and " failed" not in result.stdout

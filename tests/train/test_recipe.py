@@ -144,7 +144,8 @@ def test_boxes_and_points_hand_computed(tmp_path: Path, tools) -> None:
     sample = training_sample(store, 0, Recipe(image_size=150, mask_size=30))
     assert sample["input_size"] == (100, 150) and sample["orig_size"] == (200, 300)
     assert sample["boxes"].tolist() == [[5.0, 10.0, 20.0, 30.0]]
-    assert sample["points"].tolist() == [[6.0, 17.0]]
+    assert sample["points"].tolist() == [[[6.0, 17.0]]]  # (K, P, 2): the stored point, P = 1
+    assert sample["point_labels"].tolist() == [[1]]
     assert sample["masks"].shape == (1, 30, 30)
     expected = np.zeros((30, 30), bool)
     expected[2:6, 1:4] = True  # mask rows 20..59, cols 10..39, sampled every 10 px

@@ -35,7 +35,8 @@ def test_item_shapes_and_types(dataset: SA1BDataset) -> None:
     k = len(item["masks"])
     assert 1 <= k <= 4
     assert item["masks"].shape == (k, 16, 16) and item["masks"].dtype == torch.bool
-    assert item["boxes"].shape == (k, 4) and item["points"].shape == (k, 2)
+    assert item["boxes"].shape == (k, 4) and item["points"].shape == (k, 1, 2)
+    assert item["point_labels"].shape == (k, 1) and item["point_labels"].dtype == torch.int64
     assert item["predicted_iou"].shape == (k,) and (item["predicted_iou"] >= 0.85).all()
     assert item["orig_size"].tolist() == [dataset.store[int(dataset.index[0])].height,
                                           dataset.store[int(dataset.index[0])].width]  # fmt: skip
@@ -60,6 +61,8 @@ def test_collate_pads_to_the_largest_k(dataset: SA1BDataset) -> None:
         n = counts[b]
         assert torch.equal(batch["masks"][b, :n], x["masks"]) and not batch["masks"][b, n:].any()
         assert torch.equal(batch["boxes"][b, :n], x["boxes"]) and not batch["boxes"][b, n:].any()
+        labels = batch["point_labels"][b]
+        assert torch.equal(labels[:n], x["point_labels"]) and (labels[n:] == -1).all()
     assert batch["image_id"].tolist() == [x["image_id"] for x in items]
 
 

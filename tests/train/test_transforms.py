@@ -57,8 +57,8 @@ def test_flip_equals_the_flipped_source_decode(store: Store, source_images) -> N
         b = plain["boxes"]
         np.testing.assert_array_equal(got["boxes"], np.stack([w - b[:, 2], b[:, 1], w - b[:, 0],
                                                               b[:, 3]], axis=1))  # fmt: skip
-        np.testing.assert_array_equal(got["points"][:, 0], w - plain["points"][:, 0])
-        np.testing.assert_array_equal(got["points"][:, 1], plain["points"][:, 1])
+        np.testing.assert_array_equal(got["points"][..., 0], w - plain["points"][..., 0])
+        np.testing.assert_array_equal(got["points"][..., 1], plain["points"][..., 1])
         np.testing.assert_array_equal(got["centroids"][:, 0], w - plain["centroids"][:, 0])
         for source_fact in ("orig_centroids", "iou", "containment", "scale_level", "mask_ids"):
             np.testing.assert_array_equal(got[source_fact], plain[source_fact])
@@ -124,8 +124,9 @@ def test_resize_jitter_keeps_masks_boxes_and_sizes_consistent(store: Store, scal
                 before = box_errors(plain)[keep]
                 assert (error <= before * scale + 1 + 1e-9)[uncut].all()
             points = got["points"]
-            inside = ~np.isnan(points[:, 0])
+            inside = ~np.isnan(points[..., 0])
             assert (points[inside] < [w, h]).all() and (points[inside] >= 0).all()
+            np.testing.assert_array_equal(got["point_labels"] == -1, ~inside)
     # overall: nearest sampling by the recipe, then by the jitter, each within about a mask
     # pixel, except where a part thinner than the sampling step vanishes when shrinking
     errors = np.concatenate(errors)

@@ -27,6 +27,7 @@ from .common import (
     OK,
 )
 from .decode import check_runs, decode_masks, decode_masks_parallel, runs_sum, sample_map
+from .prompts import box_background_at_ranks, box_background_counts, pixels_at_ranks
 from .runs import (
     foreground_intervals,
     pairwise_intersections,
@@ -45,6 +46,8 @@ __all__ = [
     "ERR_SUM",
     "ERR_TRUNCATED",
     "OK",
+    "box_background_at_ranks",
+    "box_background_counts",
     "check_runs",
     "decode_masks",
     "decode_masks_parallel",
@@ -54,6 +57,7 @@ __all__ = [
     "pairwise_intersections",
     "parse_counts",
     "parse_counts_batch",
+    "pixels_at_ranks",
     "runs_area",
     "runs_bbox",
     "runs_moments",

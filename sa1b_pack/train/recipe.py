@@ -114,6 +114,7 @@ def training_sample(
     masks_out: np.ndarray | None = None,
     transform: Transform | None = None,
     mask_transform: MaskTransform | None = None,
+    decode: bool = True,
 ) -> dict[str, Any]:
     """One sample as numpy arrays: image (S, S, 3) uint8, masks (K, m, m) bool, boxes, points.
 
@@ -124,15 +125,20 @@ def training_sample(
     ``image_out`` (S, S, 3) and ``masks_out`` (>= K, m, m) are written in place when given (a
     batch slot of the threaded loader); the result then holds views of them, unless a
     transform replaced them. ``transform`` / ``mask_transform``: see train/transforms.py.
+    ``decode=False`` (the device stage, train/device.py): no image or masks, but ``jpeg`` (the
+    bytes to decode, ``jpeg_resized`` if already SAM's shape) and ``runs`` of the masks.
     """
     s = store[index]
     rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key))
     passing = recipe.passing(s.predicted_iou, s.stability_score, s.area)
     chosen = choose_masks(passing, s.area, recipe, rng)
     size = recipe.image_size
-    image = np.empty((size, size, 3), np.uint8) if image_out is None else image_out
+    image = np.empty((size, size, 3), np.uint8) if image_out is None and decode else image_out
     h, w = resize_longest_shape(s.height, s.width, recipe.image_size)
-    if store.image_longest == recipe.image_size:  # the store holds this exact resize
+    resized = store.image_longest == recipe.image_size  # the store holds this exact resize
+    if not decode:
+        pass
+    elif resized:
         decode_resized(s.resized_jpeg, recipe.image_size, image)
     else:
         decode_image(s.jpeg, s.height, s.width, recipe.image_size, image)
@@ -149,12 +155,15 @@ def training_sample(
     )
     points = _first_points(s.point_coords, chosen) * np.array([sx, sy])
     m = recipe.mask_size
-    if masks_out is None or len(masks_out) < len(chosen):
+    if not decode:
+        masks = None
+    elif masks_out is None or len(masks_out) < len(chosen):
         masks = np.empty((len(chosen), m, m), bool)
     else:
         masks = masks_out[: len(chosen)]
     runs = s.mask_runs(chosen)  # parsed once, for the masks and the relations
-    decode_padded(*runs, s.height, s.width, longest=m, pad=True, out=masks)
+    if decode:
+        decode_padded(*runs, s.height, s.width, longest=m, pad=True, out=masks)
     sample = {
         "image": image,
         "masks": masks,
@@ -170,6 +179,11 @@ def training_sample(
     }
     if recipe.relations:
         sample.update(mask_relations(*runs, s.height, s.width, (sx, sy)))
+    if not decode:
+        del sample["image"], sample["masks"]
+        jpeg = s.resized_jpeg if resized else s.jpeg
+        sample.update(jpeg=jpeg, jpeg_resized=resized, runs=runs)
+        return sample
     if transform is None and mask_transform is None:
         return sample
     rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key, 1))

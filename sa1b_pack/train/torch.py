@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, Sampler
 from ..store.attach import attached_specs
 from ..store.reader import Store, open_store
 from . import fields
+from .device import DeviceStage
 from .recipe import Recipe, eligible_images, training_sample
 from .sampler import EpochSampler
 from .threaded import batch_count, threaded_batches
@@ -225,6 +226,9 @@ class SA1BLoader:
     refilled): keep what you need longer with ``copy=True`` or ``.clone()``. An exception in a
     sample surfaces in the consumer as ``SampleError`` naming the sample's index and image id;
     ``break`` or an exception in the loop stops every thread before the loop ends.
+    ``device="cuda"``: images and masks are decoded on the GPU from the JPEG bytes and the
+    masks' runs, batches come as fresh device tensors (valid indefinitely; ``copy`` and
+    ``pin_memory`` do not apply), ``device_stats`` counts CPU fallbacks: train/device.py.
     """
 
     def __init__(
@@ -239,6 +243,7 @@ class SA1BLoader:
         pin_memory: bool = False,
         prefetch: int = 2,
         copy: bool = False,
+        device: str | torch.device | None = None,
     ) -> None:
         if batch_size < 1 or prefetch < 1:
             raise ValueError("batch_size and prefetch must be at least 1")
@@ -251,6 +256,12 @@ class SA1BLoader:
         if pin_memory and not self.pin_memory:
             logger.warning("SA1BLoader: pin_memory needs a CUDA device; batches are not pinned")
         self._state: dict[str, Any] | None = None
+        self._device = None if device is None else DeviceStage(dataset, device)
+
+    @property
+    def device_stats(self) -> dict[str, Any]:
+        """Where the device stage decoded each image (train/device.py); {} without one."""
+        return self._device.stats if self._device is not None else {}
 
     def __len__(self) -> int:
         return batch_count(len(self.sampler or self.dataset), self.batch_size, self.drop_last)
@@ -277,10 +288,17 @@ class SA1BLoader:
 
     def __iter__(self) -> Any:
         snapshot = getattr(self.sampler, "state_dict", None)
+        stage = self._device
         batches = threaded_batches(self.dataset, self._keys(), self.batch_size,
                                    threads=self.threads, prefetch=self.prefetch,
-                                   drop_last=self.drop_last, snapshot=snapshot)  # fmt: skip
+                                   drop_last=self.drop_last, snapshot=snapshot,
+                                   buffer=stage.buffer if stage else None)  # fmt: skip
         try:
+            if stage is not None:  # batches finished on the device: fresh tensors each
+                for batch, state in stage.batches(batches):
+                    self._state = state
+                    yield batch
+                return
             for arrays, state in batches:
                 self._state = state
                 yield self._tensors(arrays)

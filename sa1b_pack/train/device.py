@@ -68,6 +68,7 @@ class DeviceStage:
         self.ahead = ahead if self.cuda else 0  # on the CPU every step is synchronous
         self.mask_chunk = mask_chunk
         self.decoder = NvImageCodecDecoder(self.device) if self.cuda else None
+        self.host_decode = self.decoder is None  # threads decode full size (device="cpu")
         self.stream = torch.cuda.Stream(self.device) if self.cuda else None
         self.stats: dict[str, Any] = {"batches": 0, "images": 0, "gpu_decoded": 0,
                                       "cpu_decoded": 0, "cpu_fallback": 0,
@@ -76,7 +77,7 @@ class DeviceStage:
 
     def buffer(self, batch_size: int) -> StagedBuffer:
         """A batch buffer for the threaded loader (``threaded_batches(buffer=...)``)."""
-        return StagedBuffer(batch_size, host_decode=not self.cuda, attached=self.attached)
+        return StagedBuffer(batch_size, host_decode=self.host_decode, attached=self.attached)
 
     def batches(self, staged: Iterable[tuple[list, Any]]) -> Iterator[tuple[dict, Any]]:
         """(batch of device tensors, sampler state) for each (staged samples, state)."""

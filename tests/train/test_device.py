@@ -5,8 +5,8 @@ involved), per-image CPU fallback routed by JPEG markers and counted, clear erro
 from __future__ import annotations
 
 import io
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -73,7 +73,8 @@ def test_same_batches_as_the_cpu_loader(packed_dir: Path, recipe: dict) -> None:
     want, _ = batches(ds)
     got, loader = batches(ds, "cpu")
     assert_batches_match(got, want)
-    assert loader.device_stats["cpu_decoded"] == len(ds) and loader.device_stats["batches"] == len(want)
+    stats = loader.device_stats
+    assert stats["cpu_decoded"] == len(ds) and stats["batches"] == len(want)
 
 
 def test_float_images_and_epochs(packed_dir: Path) -> None:

@@ -138,7 +138,7 @@ def test_real_format_store_in_one_call_equals_numba_and_pycocotools(
 
 def test_full_size_synthetic_sample() -> None:
     """A full-size synthetic SA-1B image (1500 x 2250 class, many masks) at SAM's sizes."""
-    jpeg, doc = synth.synth_sample(np.random.default_rng(5), 1, small=False, n_masks=24)
+    _, doc = synth.synth_sample(np.random.default_rng(5), 1, small=False, n_masks=24)
     height, width = doc["image"]["height"], doc["image"]["width"]
     runs = [rle.string_to_runs(a["segmentation"]["counts"], height, width)
             for a in doc["annotations"]]  # fmt: skip

@@ -195,3 +195,25 @@ def test_numpy_transforms_are_refused(packed_dir: Path) -> None:
     ds = SA1BDataset(packed_dir, **RECIPE, transform=HorizontalFlip())
     with pytest.raises(ValueError, match="no per-sample numpy transforms"):
         SA1BLoader(ds, 4, device="cpu")
+
+
+def test_attached_arrays_travel_in_the_same_transfer(packed_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from sa1b_pack.store.attach import attach
+
+    store = tmp_path / "store"
+    shutil.copytree(packed_dir, store)
+
+    def teacher(sample):
+        if sample.image_id % 3 == 0:
+            return None
+        return np.random.default_rng(sample.image_id).normal(size=(4, 8, 8)).astype(np.float16)
+
+    attach(store, "teacher", teacher, allow_missing=True, progress=False)
+    ds = SA1BDataset(store, attached=["teacher"], **RECIPE)
+    got, want = batches(ds, "cpu")[0], batches(ds)[0]
+    assert_batches_match(got, want)
+    assert got[0]["teacher"].dtype == torch.float16
+    presence = [p for b in got for p in b["teacher_present"].tolist()]
+    assert True in presence and False in presence

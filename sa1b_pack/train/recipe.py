@@ -143,6 +143,7 @@ def training_sample(
     transform: Transform | None = None,
     mask_transform: MaskTransform | None = None,
     stages: StageTimes | None = None,
+    decode: bool = True,
 ) -> dict[str, Any]:
     """One sample as numpy arrays: image (S, S, 3) uint8, masks (K, m, m) bool, boxes, points.
 
@@ -155,6 +156,8 @@ def training_sample(
     batch slot of the threaded loader); the result then holds views of them, unless a
     transform replaced them. ``transform`` / ``mask_transform``: see train/transforms.py.
     ``stages`` records each stage's time (train/stats.py).
+    ``decode=False`` (the device stage, train/device.py): no image or masks, but ``jpeg`` (the
+    bytes to decode, ``jpeg_resized`` if already SAM's shape) and ``runs`` of the masks.
     """
     lap = stages.start() if stages is not None else no_lap
     s = store[index]
@@ -167,19 +170,25 @@ def training_sample(
     stored = _first_points(s.point_coords, chosen)
     lap(READ)
     size = recipe.image_size
-    image = np.empty((size, size, 3), np.uint8) if image_out is None else image_out
-    if store.image_longest == recipe.image_size:  # the store holds this exact resize
+    image = np.empty((size, size, 3), np.uint8) if image_out is None and decode else image_out
+    resized = store.image_longest == recipe.image_size  # the store holds this exact resize
+    if not decode:
+        pass
+    elif resized:
         decode_resized(s.resized_jpeg, recipe.image_size, image)
     else:
         decode_image(s.jpeg, s.height, s.width, recipe.image_size, image)
     lap(IMAGE)
     m = recipe.mask_size
-    if masks_out is None or len(masks_out) < len(chosen):
+    if not decode:
+        masks = None
+    elif masks_out is None or len(masks_out) < len(chosen):
         masks = np.empty((len(chosen), m, m), bool)
     else:
         masks = masks_out[: len(chosen)]
     runs = s.mask_runs(chosen)  # parsed once, for the masks, the prompts and the relations
-    decode_padded(*runs, s.height, s.width, longest=m, pad=True, out=masks)
+    if decode:
+        decode_padded(*runs, s.height, s.width, longest=m, pad=True, out=masks)
     lap(MASKS)
     boxes = np.stack(
         [
@@ -210,6 +219,11 @@ def training_sample(
     if recipe.relations:
         sample.update(mask_relations(*runs, s.height, s.width, (sx, sy)))
     lap(PROMPTS)
+    if not decode:
+        del sample["image"], sample["masks"]
+        jpeg = s.resized_jpeg if resized else s.jpeg
+        sample.update(jpeg=jpeg, jpeg_resized=resized, runs=runs)
+        return sample
     if transform is None and mask_transform is None:
         return sample
     rng = np.random.default_rng((recipe.seed, epoch, index if key is None else key, 1))

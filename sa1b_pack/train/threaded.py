@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -139,16 +139,20 @@ def threaded_batches(
     drop_last: bool,
     snapshot: Any = None,
     stages: StageTimes | None = None,
+    buffer: Callable[[int], Any] | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], Any]]:
     """(batch, state) pairs of ``dataset`` (an SA1BDataset: store, index, recipe, epoch) for
     ``keys`` (dataset indices, or ``(index, epoch)`` pairs), made by ``threads`` threads.
     ``snapshot()`` is called as each batch's keys are drawn, and its value comes out with
     that batch: the sampler's state exactly after it, however far the threads run ahead.
     ``stages`` records each sample's stage times and each batch's padding (train/stats.py)."""
+    ``buffer(batch_size)`` makes another kind of batch buffer (the device stage's)."""
     recipe: Recipe = dataset.recipe
     capacity = recipe.max_masks if recipe.mask_sampling != "all" else 1
     attached = getattr(dataset, "attached", None)
-    ring = [BatchBuffer(batch_size, recipe, capacity, attached) for _ in range(2 * prefetch)]
+    if buffer is None:
+        buffer = lambda n: BatchBuffer(n, recipe, capacity, attached)  # noqa: E731
+    ring = [buffer(batch_size) for _ in range(2 * prefetch)]
     pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="sa1b-loader")
     in_flight: deque[tuple[int, list[Any], list[Future], Any]] = deque()
     order = batches_of(keys, batch_size, drop_last)

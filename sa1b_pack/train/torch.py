@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..read.reader import Store, open_store
 from ..write.attach import attached_specs
 from . import fields
+from .device import DeviceStage
 from .index import eligible_index
 from .recipe import Recipe, training_sample
 from .sampler import EpochSampler
@@ -257,6 +258,9 @@ class SA1BLoader:
     ``break`` or an exception in the loop stops every thread before the loop ends.
     ``stats()`` says where the time goes (per-stage time, the loop's waits; train/stats.py);
     ``stats=False`` turns recording off.
+    ``device="cuda"``: images and masks are decoded on the GPU from the JPEG bytes and the
+    masks' runs, batches come as fresh device tensors (valid indefinitely; ``copy`` and
+    ``pin_memory`` do not apply), ``device_stats`` counts CPU fallbacks: train/device.py.
     """
 
     def __init__(
@@ -272,6 +276,7 @@ class SA1BLoader:
         prefetch: int = 2,
         copy: bool = False,
         stats: bool = True,
+        device: str | torch.device | None = None,
     ) -> None:
         if batch_size < 1 or prefetch < 1:
             raise ConfigError("batch_size and prefetch must be at least 1")
@@ -290,6 +295,13 @@ class SA1BLoader:
         """Per-stage time of every sample and batch so far, and the loop's waits
         (``.summary()``: which side is the bottleneck); ``reset`` starts counting afresh."""
         return (self.stage_times or StageTimes()).stats(reset, self.threads)
+
+        self._device = None if device is None else DeviceStage(dataset, device)
+
+    @property
+    def device_stats(self) -> dict[str, Any]:
+        """Where the device stage decoded each image (train/device.py); {} without one."""
+        return self._device.stats if self._device is not None else {}
 
     def __len__(self) -> int:
         return batch_count(len(self.sampler or self.dataset), self.batch_size, self.drop_last)
@@ -316,11 +328,18 @@ class SA1BLoader:
 
     def __iter__(self) -> Any:
         snapshot = getattr(self.sampler, "state_dict", None)
+        stage = self._device
         batches = threaded_batches(self.dataset, self._keys(), self.batch_size,
                                    threads=self.threads, prefetch=self.prefetch,
                                    drop_last=self.drop_last, snapshot=snapshot,
-                                   stages=self.stage_times)  # fmt: skip
+                                   stages=self.stage_times,
+                                   buffer=stage.buffer if stage else None)  # fmt: skip
         try:
+            if stage is not None:  # batches finished on the device: fresh tensors each
+                for batch, state in stage.batches(batches):
+                    self._state = state
+                    yield batch
+                return
             yield from timed(batches, self._handed, self.stage_times)
         finally:
             batches.close()

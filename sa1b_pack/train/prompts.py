@@ -14,15 +14,12 @@ fixed order (foreground, negatives, box noise), so they are the same in any work
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from ..codec import points as pixels
 from ..codec import rle
-
-if TYPE_CHECKING:
-    from .recipe import Recipe
 
 NEGATIVE_FROM = ("box", "image")
 
@@ -65,7 +62,7 @@ def prompt_points(
     width: int,
     bbox: np.ndarray,
     stored: np.ndarray,
-    recipe: Recipe,
+    recipe: Any,  # a Recipe (recipe.py imports this module)
     rng: np.random.Generator,
     scale: tuple[float, float],
 ) -> tuple[np.ndarray, np.ndarray]:

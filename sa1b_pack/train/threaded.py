@@ -145,7 +145,7 @@ def threaded_batches(
     ``keys`` (dataset indices, or ``(index, epoch)`` pairs), made by ``threads`` threads.
     ``snapshot()`` is called as each batch's keys are drawn, and its value comes out with
     that batch: the sampler's state exactly after it, however far the threads run ahead.
-    ``stages`` records each sample's stage times and each batch's padding (train/stats.py)."""
+    ``stages`` records each sample's stage times and each batch's padding (train/stats.py).
     ``buffer(batch_size)`` makes another kind of batch buffer (the device stage's)."""
     recipe: Recipe = dataset.recipe
     capacity = recipe.max_masks if recipe.mask_sampling != "all" else 1

@@ -290,13 +290,12 @@ class SA1BLoader:
             logger.warning("SA1BLoader: pin_memory needs a CUDA device; batches are not pinned")
         self._state: dict[str, Any] | None = None
         self.stage_times = StageTimes() if stats else None
+        self._device = None if device is None else DeviceStage(dataset, device)
 
     def stats(self, reset: bool = False) -> LoaderStats:
         """Per-stage time of every sample and batch so far, and the loop's waits
         (``.summary()``: which side is the bottleneck); ``reset`` starts counting afresh."""
         return (self.stage_times or StageTimes()).stats(reset, self.threads)
-
-        self._device = None if device is None else DeviceStage(dataset, device)
 
     @property
     def device_stats(self) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""PyTorch adapter, the only module that imports torch (``pip install sa1b-pack[torch]``).
-
-A map-style Dataset over a packed store for SAM-style training, a resumable, elastic
-DistributedSampler replacement (SA1BSampler, logic in sampler.py), and a collate function that
-pads the per-image mask count. Workers open the store's memory maps lazily, each in its own
+"""PyTorch adapter (``pip install sa1b-pack[torch]``): a map-style Dataset over a packed store
+for SAM-style training and a resumable, elastic DistributedSampler replacement (SA1BSampler,
+logic in sampler.py and nodes.py); the threaded loader is in loader.py, collate in collate.py.
+The torch-using modules of train/ are these, device*.py and gpu_jpeg.py.
+Workers open the store's memory maps lazily, each in its own
 process (fork or spawn); what is pickled to them is the store path, the recipe and the index
 of eligible images. A large index goes as the path of its persisted file (train/index.py),
 which the workers memory-map; one that could not be persisted goes through a temp .npy file,
@@ -13,7 +13,6 @@ epoch), and deleted when that dataset is garbage-collected or the interpreter ex
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
@@ -29,14 +28,14 @@ from torch.utils.data import Dataset, Sampler
 
 from ..errors import ConfigError
 from ..read.reader import Store, open_store
+from ..store.order import DEFAULT_WINDOW
 from ..write.attach import attached_specs
 from . import fields
-from .device import DeviceStage
 from .index import eligible_index
+from .prefetch import RELEASE_AFTER
 from .recipe import Recipe, training_sample
 from .sampler import EpochSampler
-from .stats import COLLATE, LoaderStats, StageTimes, timed
-from .threaded import batch_count, threaded_batches
+from .stats import COLLATE, LoaderStats, StageTimes
 
 logger = logging.getLogger("sa1b_pack")
 SPILL_ABOVE = 1 << 20  # index entries pickled inline up to this many, else via a .npy file
@@ -231,187 +230,25 @@ class SA1BSampler(EpochSampler, Sampler):
     """
 
     def __init__(
-        self, dataset: Any, num_replicas: int | None = None, rank: int | None = None, **options
+        self,
+        dataset: Any,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        order: str = "uniform",
+        window: int = DEFAULT_WINDOW,
+        drop_last: bool = False,
+        ranks_per_node: int | None = None,
+        partitions: int | None = None,
+        release_after: int = RELEASE_AFTER,
     ) -> None:
-        """``options``: seed, shuffle, order, window, drop_last, ranks_per_node, partitions,
-        release_after, as ``EpochSampler``'s."""
         group = torch.distributed.is_available() and torch.distributed.is_initialized()
         if num_replicas is None:
             num_replicas = torch.distributed.get_world_size() if group else 1
         if rank is None:
             rank = torch.distributed.get_rank() if group else 0
-        super().__init__(dataset, num_replicas, rank, **options)
-
-
-class SA1BLoader:
-    """Batches in ``collate``'s format, made by ``threads`` threads of this process, each
-    sample decoded straight into its slot of a reused batch buffer (train/threaded.py).
-
-    ``sampler``: an ``SA1BSampler`` (resume: ``state_dict``/``load_state_dict`` here are the
-    sampler's state exactly after the last batch yielded) or any iterable of indices;
-    without one, ``shuffle`` draws a permutation from (recipe seed, epoch). The batches equal
-    ``DataLoader(dataset, sampler=..., collate_fn=collate)``'s for the same sampler,
-    whatever ``threads``; images come as a channels-last view (same shape and values).
-    **A batch is valid until the loader has yielded ``prefetch`` more** (its buffer is then
-    refilled): keep what you need longer with ``copy=True`` or ``.clone()``. An exception in a
-    sample surfaces in the consumer as ``SampleError`` naming the sample's index and image id;
-    ``break`` or an exception in the loop stops every thread before the loop ends.
-    ``stats()`` says where the time goes (per-stage time, the loop's waits; train/stats.py);
-    ``stats=False`` turns recording off.
-    ``device="cuda"``: images and masks are decoded on the GPU from the JPEG bytes and the
-    masks' runs, batches come as fresh device tensors (valid indefinitely; ``copy`` and
-    ``pin_memory`` do not apply), ``device_stats`` counts CPU fallbacks: train/device.py.
-    """
-
-    def __init__(
-        self,
-        dataset: SA1BDataset,
-        batch_size: int,
-        *,
-        threads: int | None = None,
-        sampler: Any = None,
-        shuffle: bool = False,
-        drop_last: bool = False,
-        pin_memory: bool = False,
-        prefetch: int = 2,
-        copy: bool = False,
-        stats: bool = True,
-        device: str | torch.device | None = None,
-    ) -> None:
-        if batch_size < 1 or prefetch < 1:
-            raise ConfigError("batch_size and prefetch must be at least 1")
-        if sampler is not None and shuffle:
-            raise ConfigError("give a sampler or shuffle=True, not both")
-        self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
-        self.threads = threads or os.cpu_count() or 1
-        self.shuffle, self.drop_last, self.prefetch, self.copy = shuffle, drop_last, prefetch, copy
-        self.pin_memory = pin_memory and torch.cuda.is_available()
-        if pin_memory and not self.pin_memory:
-            logger.warning("SA1BLoader: pin_memory needs a CUDA device; batches are not pinned")
-        self._state: dict[str, Any] | None = None
-        self.stage_times = StageTimes() if stats else None
-        self._device = None if device is None else DeviceStage(dataset, device)
-
-    def stats(self, reset: bool = False) -> LoaderStats:
-        """Per-stage time of every sample and batch so far, and the loop's waits
-        (``.summary()``: which side is the bottleneck); ``reset`` starts counting afresh."""
-        return (self.stage_times or StageTimes()).stats(reset, self.threads)
-
-    @property
-    def device_stats(self) -> dict[str, Any]:
-        """Where the device stage decoded each image (train/device.py); {} without one."""
-        return self._device.stats if self._device is not None else {}
-
-    def __len__(self) -> int:
-        return batch_count(len(self.sampler or self.dataset), self.batch_size, self.drop_last)
-
-    def set_epoch(self, epoch: int) -> None:
-        (self.sampler if hasattr(self.sampler, "set_epoch") else self.dataset).set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        """The sampler's state after the last batch this loader yielded."""
-        if not hasattr(self.sampler, "state_dict"):
-            raise TypeError("state_dict needs a sampler that has one (SA1BSampler)")
-        return self._state if self._state is not None else self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.sampler.load_state_dict(state)
-
-    def _keys(self) -> Any:
-        if self.sampler is not None:
-            return self.sampler
-        n, epoch = len(self.dataset), self.dataset.epoch
-        if self.shuffle:
-            return np.random.default_rng((self.dataset.recipe.seed, epoch)).permutation(n)
-        return range(n)
-
-    def __iter__(self) -> Any:
-        snapshot = getattr(self.sampler, "state_dict", None)
-        stage = self._device
-        batches = threaded_batches(self.dataset, self._keys(), self.batch_size,
-                                   threads=self.threads, prefetch=self.prefetch,
-                                   drop_last=self.drop_last, snapshot=snapshot,
-                                   stages=self.stage_times,
-                                   buffer=stage.buffer if stage else None)  # fmt: skip
-        try:
-            if stage is not None:  # batches finished on the device: fresh tensors each
-                for batch, state in stage.batches(batches):
-                    self._state = state
-                    yield batch
-                return
-            yield from timed(batches, self._handed, self.stage_times)
-        finally:
-            batches.close()
-
-    def _handed(self, pair: tuple[dict[str, np.ndarray], Any]) -> dict[str, torch.Tensor]:
-        arrays, self._state = pair
-        return self._tensors(arrays)
-
-    def _tensors(self, arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        out = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        out["image"] = out["image"].permute(0, 3, 1, 2)  # a view: (B, 3, S, S), channels last
-        if self.dataset.float_image:
-            out["image"] = out["image"].float().div_(255.0)
-        if self.copy:
-            out = {k: v.clone() for k, v in out.items()}
-        if self.pin_memory:
-            out = {k: v.pin_memory() for k, v in out.items()}
-        return out
-
-
-PER_MASK = tuple(fields.PER_MASK)
-
-
-try:
-    _malloc_trim = ctypes.CDLL(None).malloc_trim  # glibc
-except (AttributeError, OSError):  # another libc: nothing to do
-    _malloc_trim = None
-
-
-def release_freed_memory() -> None:
-    """Return freed heap memory to the kernel (glibc ``malloc_trim``); opt-in.
-
-    Why: each sample allocates a few MB of arrays of varying size (K masks); glibc keeps what
-    they free for reuse, so a persistent DataLoader worker's RSS climbs over the first epochs
-    before it levels off. Calling this once per batch in the worker (a ``collate_fn`` that
-    calls it, then ``collate``) about halves that rise, but every sample then touches fresh
-    pages: fewer samples/s where that is slow (README, "Memory over long runs")."""
-    if _malloc_trim is not None:
-        _malloc_trim(0)
-
-
-def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack a batch, padding masks and per-mask fields to the batch's largest K.
-
-    ``mask_valid`` (B, K) marks real masks; padded masks are all False, padded numbers 0
-    (``point_labels`` -1; pairwise relations, (B, K, K), are padded on both axes). Attached
-    arrays are stacked: (B, *shape).
-    """
-    size = batch[0]["masks"].shape[1:]
-    k = max(len(s["masks"]) for s in batch)
-    masks = torch.zeros((len(batch), k, *size), dtype=torch.bool)
-    valid = torch.zeros((len(batch), k), dtype=torch.bool)
-    per_mask = [f for f in [*fields.PER_MASK, *fields.RELATIONS] if f in batch[0]]
-    pairwise = [f for f in fields.PAIRWISE if f in batch[0]]
-    out: dict[str, Any] = {
-        f: torch.full((len(batch), k, *one.shape[1:]), fields.PAD.get(f, 0), dtype=one.dtype)
-        for f, one in ((f, batch[0][f]) for f in per_mask)
-    }
-    out.update({f: torch.zeros((len(batch), k, k), dtype=batch[0][f].dtype) for f in pairwise})
-    for b, s in enumerate(batch):
-        n = len(s["masks"])
-        masks[b, :n] = s["masks"]
-        valid[b, :n] = True
-        for f in per_mask:
-            out[f][b, :n] = s[f]
-        for f in pairwise:
-            out[f][b, :n, :n] = s[f]
-    out["image"] = torch.stack([s["image"] for s in batch])
-    out["masks"] = masks
-    out["mask_valid"] = valid
-    out["image_id"] = torch.tensor([s["image_id"] for s in batch], dtype=torch.int64)
-    for f in fields.SIZES:
-        out[f] = torch.stack([s[f] for s in batch])
-    for key in batch[0].keys() - out.keys():  # attached arrays and their presence flags
-        out[key] = torch.stack([s[key] for s in batch])
-    return out
+        super().__init__(dataset, num_replicas, rank, seed=seed, shuffle=shuffle, order=order,
+                         window=window, drop_last=drop_last, ranks_per_node=ranks_per_node,
+                         partitions=partitions, release_after=release_after)  # fmt: skip

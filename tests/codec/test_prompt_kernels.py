@@ -9,10 +9,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sa1b_pack.codec import points
-from sa1b_pack.codec import rle as codec
 from sa1b_pack.testing import prompt_reference as ref
+from sa1b_pack.testing import rle_reference
 from tests.rle_cases import edge_masks
 from tests.rle_cases import masks as mask_strategy
+
+
+def mask_to_runs(mask: np.ndarray) -> np.ndarray:
+    """The runs of a dense mask, as the kernels take them (the reference codec's encoding)."""
+    return np.array(rle_reference.mask_to_runs(mask), "<u4")
 
 
 def pack(runs_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,14 +63,14 @@ def test_every_rank_equals_the_reference(masks: list[np.ndarray], seed: int) -> 
     h, w = masks[0].shape
     dense = [np.resize(m, (h, w)).astype(np.uint8) for m in masks]  # one image size per call
     boxes = random_boxes(np.random.default_rng(seed), len(dense), h, w)
-    check(dense, [codec.mask_to_runs(m) for m in dense], boxes)
+    check(dense, [mask_to_runs(m) for m in dense], boxes)
 
 
 @pytest.mark.parametrize("mask", edge_masks(), ids=lambda m: f"{m.shape}")
 def test_edge_masks_with_whole_and_empty_boxes(mask: np.ndarray) -> None:
     h, w = mask.shape
     boxes = np.array([[0, 0, w, h], [0, 0, 0, 0], [w // 2, 0, w, h // 2 + 1]])
-    check([mask] * 3, [codec.mask_to_runs(mask)] * 3, boxes)
+    check([mask] * 3, [mask_to_runs(mask)] * 3, boxes)
 
 
 def test_zero_length_runs_in_the_middle() -> None:
@@ -80,7 +85,7 @@ def test_zero_length_runs_in_the_middle() -> None:
 def test_reused_out_and_negative_ranks() -> None:
     mask = np.zeros((4, 5), np.uint8)
     mask[1:3, 1:4] = 1
-    runs = codec.mask_to_runs(mask)
+    runs = mask_to_runs(mask)
     out = np.full((1, 3), 99, np.int64)
     got = points.pixels_at_ranks(runs, [0], [len(runs)], 4, 5, np.array([[5, -1, 0]]), out=out)
     assert got is out and out.tolist() == [[3 * 4 + 2, -1, 1 * 4 + 1]]
@@ -89,7 +94,7 @@ def test_reused_out_and_negative_ranks() -> None:
 def test_bad_input_is_a_clear_error() -> None:
     mask = np.zeros((4, 5), np.uint8)
     mask[1:3, 1:4] = 1
-    runs = codec.mask_to_runs(mask)
+    runs = mask_to_runs(mask)
     one, n = np.array([0]), np.array([len(runs)])
     with pytest.raises(ValueError, match=r"mask 0: .* rank beyond its foreground"):
         points.pixels_at_ranks(runs, one, n, 4, 5, np.array([[6]]))

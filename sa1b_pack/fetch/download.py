@@ -11,21 +11,18 @@ can be checked against; a damaged body of the right size is caught by the packer
 from __future__ import annotations
 
 import os
-import queue
 import random
 import re
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 import urllib3
-from tqdm import tqdm
 
 from ..errors import SA1BPackError
-from ..progress import progress_bar, say
+from ..progress import say
 
 CHUNK = 1 << 20
 BACKOFF_CAP = 60.0  # seconds: the longest wait between two attempts
@@ -34,7 +31,6 @@ TRANSIENT = {408, 425, 429, 500, 502, 503, 504}
 NETWORK_ERRORS = (OSError, urllib3.exceptions.HTTPError)  # requests' errors are OSErrors
 CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 EXPIRED_HINT = "links file is expired: get a fresh one"
-BYTES = {"unit": "B", "unit_scale": True, "unit_divisor": 1024}
 
 
 @dataclass(frozen=True)
@@ -268,54 +264,3 @@ def _attempt(
                 if progress:
                     progress(done)
         return total
-
-
-class Bars:
-    """A total bar (bytes, rate, ETA) on row 0 and one bar per file in flight on rows 2+
-    (row 1 is fetch's packing bar). Off a terminal only the total is logged, now and then."""
-
-    def __init__(self, total: int | None, initial: int, rows: int, enabled: bool) -> None:
-        self.enabled, self.lock = enabled, threading.Lock()
-        self.total = progress_bar(
-            total=total, initial=initial, desc="download", position=0, enabled=enabled, **BYTES
-        )
-        self.rows: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for row in range(2, rows + 2):
-            self.rows.put(row)
-
-    @contextmanager
-    def file(self, name: str, size: int | None) -> Iterator[Callable[[int], None]]:
-        """A bar for one file; yields the ``progress`` callback of ``download``."""
-        row = self.rows.get()
-        bar: list[tqdm] = []
-        last = [0]
-
-        def update(done: int) -> None:
-            if not bar:  # the first call states what the .part already held: not a rate
-                bar.append(
-                    progress_bar(
-                        total=size,
-                        initial=done,
-                        desc=name,
-                        position=row,
-                        leave=False,
-                        enabled=self.enabled,
-                        log=False,
-                        **BYTES,
-                    )
-                )
-            else:
-                with self.lock:
-                    self.total.update(done - last[0])
-                bar[0].update(done - last[0])
-            last[0] = done
-
-        try:
-            yield update
-        finally:
-            if bar:
-                bar[0].close()
-            self.rows.put(row)
-
-    def close(self) -> None:
-        self.total.close()

@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +26,13 @@ from ..progress import progress_bar
 from ..source.shards import shard_name
 from ..store.manifest import check_files, read_manifest
 from .disk import STORE_PER_TAR_BYTE, TYPICAL_SHARD_BYTES, check_disk
-from .download import EXPIRED_HINT, Bars, DownloadError, Http, Log, Stopped, download, probe
+from .download import EXPIRED_HINT, DownloadError, Http, Log, Stopped, download, probe
 from .links import LINKS_PAGE, check_expiry, read_links
+from .report import Bars, FetchReport
 
 PROBE_THREADS = 16
 
 
-@dataclass
-class FetchReport:
-    """What a fetch did, by shard name; every failure comes with its reason."""
-
-    downloaded: list[str] = field(default_factory=list)
-    present: list[str] = field(default_factory=list)  # complete tars found on disk
-    failed: dict[str, str] = field(default_factory=dict)  # could not download
-    expired: list[str] = field(default_factory=list)  # of those, links to refresh
-    packed: list[str] = field(default_factory=list)  # committed + verified in this run
-    already_packed: list[str] = field(default_factory=list)  # committed by an earlier run
-    pack_failed: dict[str, str] = field(default_factory=dict)  # tar kept
-    deleted: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.pack_failed
-
-
-@dataclass
 class _Run:
     """What the downloader threads and the packing thread share."""
 

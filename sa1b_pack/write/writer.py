@@ -8,13 +8,11 @@ listing it in the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import simplejpeg
@@ -35,6 +33,7 @@ from ..source.shards import Member, ShardError, TarDamage, iter_members, shard_n
 from ..storage import Storage
 from ..storage.faults import crash_point
 from ..store.manifest import file_digest
+from .payload import PayloadFile, Syncer
 from .tables import JpegRecord, JsonRecord, build_tables, write_table
 
 ON_ERROR = ("fail", "skip")
@@ -61,53 +60,6 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
     if data[-2:] != b"\xff\xd9":
         raise ValueError("JPEG ends without its end-of-image marker (cut short?)")
     return width, height
-
-
-class _PayloadFile:
-    """An append-only payload, hashed as it is written (the bytes are in cache then: no
-    second pass over the file for its manifest digest)."""
-
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "wb")  # closed by the syncer
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def append(self, data: bytes | memoryview) -> int:
-        offset = self.size
-        self.file.write(data)
-        self.hash.update(data)
-        self.size += len(data)
-        return offset
-
-    def digest(self) -> dict[str, Any]:
-        return {"bytes": self.size, "sha256": self.hash.hexdigest()}
-
-
-class _Syncer:
-    """fsync (and close) a part's files on threads while the packer goes on: the wait is the
-    disk's, not the CPU's, so it overlaps building and writing the tables. ``wait()``
-    re-raises what a sync met; nothing is published before it returns."""
-
-    def __init__(self) -> None:
-        self.pool = ThreadPoolExecutor(len(PART_FILES), thread_name_prefix="fsync")
-        self.pending: list[Future] = []
-
-    def sync(self, files: list[BinaryIO]) -> None:
-        for f in files:
-            f.flush()
-            self.pending.append(self.pool.submit(_sync_and_close, f))
-
-    def wait(self) -> None:
-        try:
-            for done in self.pending:
-                done.result()
-        finally:
-            self.pool.shutdown(wait=True)
-
-
-def _sync_and_close(f: BinaryIO) -> None:
-    with f:
-        os.fsync(f.fileno())
 
 
 def write_part(
@@ -157,9 +109,9 @@ class _Shard:
     ) -> None:
         self.shard, self.on_error, self.image_longest = shard, on_error, image_longest
         self.subset, self.outside_subset = subset, 0
-        self.jpeg_file = _PayloadFile(tmp / JPEG_PAYLOAD)
-        self.counts_file = _PayloadFile(tmp / COUNTS_PAYLOAD)
-        self.resized_file = _PayloadFile(tmp / RESIZED_PAYLOAD)
+        self.jpeg_file = PayloadFile(tmp / JPEG_PAYLOAD)
+        self.counts_file = PayloadFile(tmp / COUNTS_PAYLOAD)
+        self.resized_file = PayloadFile(tmp / RESIZED_PAYLOAD)
         self.jpegs: dict[str, JpegRecord] = {}
         self.jsons: dict[str, JsonRecord] = {}
         self.skipped: list[tuple[str, str]] = []  # strays and unpaired members
@@ -214,14 +166,14 @@ class _Shard:
         offsets = (start + np.cumsum(ann.counts_sizes) - ann.counts_sizes).astype(np.uint64)
         return JsonRecord(name, ann, offsets)
 
-    def payloads(self) -> dict[str, _PayloadFile]:
+    def payloads(self) -> dict[str, PayloadFile]:
         return {
             JPEG_PAYLOAD: self.jpeg_file,
             COUNTS_PAYLOAD: self.counts_file,
             RESIZED_PAYLOAD: self.resized_file,
         }
 
-    def close(self, syncer: _Syncer) -> None:
+    def close(self, syncer: Syncer) -> None:
         """Stop writing payloads and hand them to ``syncer`` to be made durable."""
         syncer.sync([p.file for p in self.payloads().values()])
 
@@ -264,7 +216,7 @@ def _fill_part(
     source = {"file": shard, **source_identity(tar_path)}  # before reading: what was packed
     collected = _Shard(shard, tmp, on_error, image_longest, subset)
     damage: TarDamage | None = None
-    syncer = _Syncer()
+    syncer = Syncer()
     try:
         try:
             for member in iter_members(tar_path, shard):

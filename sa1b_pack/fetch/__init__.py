@@ -10,7 +10,7 @@ _HOME = {
     "DiskSpaceError": "disk",
     "DownloadError": "download",
     "ExpiredLinksError": "links",
-    "FetchReport": "run",
+    "FetchReport": "report",
     "Http": "download",
     "Log": "download",
     "fetch": "run",

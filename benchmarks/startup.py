@@ -70,7 +70,7 @@ def startup(ctx: Ctx) -> Result:
     save_index(ctx.work, key, big)
     load = h.per_call(lambda _: load_index(ctx.work, key), range(5))
     load_sa1b = h.p50(load) * SA1B_IMAGES / len(big)
-    masks = open_store(store).num_masks
+    masks = open_store(store).info()["masks"]
     start_sa1b = h.p50(warm) + load_sa1b
     share = h.p50(warm) / h.p50(first)
     rows = [

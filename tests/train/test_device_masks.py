@@ -15,7 +15,7 @@ from pycocotools import mask as coco
 from sa1b_pack.codec import rle
 from sa1b_pack.codec.geometry import resize_longest_shape
 from sa1b_pack.read.reader import open_store
-from sa1b_pack.testing import synth
+from sa1b_pack.testing import rle_reference, synth
 from tests.rle_cases import edge_masks
 from tests.rle_cases import masks as mask_strategy
 
@@ -50,7 +50,7 @@ def fits(shape: tuple[int, int], size: int) -> bool:
 
 def check(dense: list[np.ndarray], size: int) -> None:
     shapes = [d.shape for d in dense]
-    runs = [rle.mask_to_runs(d) for d in dense]
+    runs = [_mask_to_runs(d) for d in dense]
     got = expand(runs, shapes, size)
     assert got.dtype == np.bool_ and got.shape == (len(dense), size, size)
     for k, (r, shape) in enumerate(zip(runs, shapes, strict=True)):
@@ -64,7 +64,7 @@ def test_equal_to_numba_for_any_masks_and_size(dense: list[np.ndarray], size: in
         check(dense, size)
     else:  # an empty resized shape: the numba path refuses it too
         with pytest.raises(ValueError, match="empty"):
-            expand([rle.mask_to_runs(d) for d in dense], [d.shape for d in dense], size)
+            expand([_mask_to_runs(d) for d in dense], [d.shape for d in dense], size)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -80,7 +80,7 @@ def test_edge_cases_in_one_batch(size: int) -> None:
 @pytest.mark.parametrize("runs", [[0, 0, 5, 1, 10], [5, 0, 3, 4, 4], [0, 16], [16, 0],
                                   [3, 0, 0, 2, 11, 0], [0, 0, 0, 16]])  # fmt: skip
 def test_zero_length_runs_like_pycocotools(runs: list[int]) -> None:
-    counts = rle.runs_to_string(np.array(runs, "<u4"))
+    counts = rle_reference.runs_to_string(np.array(runs, "<u4"))
     full = coco.decode({"size": [4, 4], "counts": counts.encode()})
     for size in (2, 4, 7, 16):
         got = expand([np.array(runs)], [(4, 4)], size)[0]
@@ -91,14 +91,14 @@ def test_zero_length_runs_like_pycocotools(runs: list[int]) -> None:
 def test_slots_leave_padding_empty_and_out_is_written() -> None:
     rng = np.random.default_rng(0)
     dense = [(rng.random((11, 17)) < 0.5).astype(np.uint8) for _ in range(3)]
-    runs, offsets = flat([rle.mask_to_runs(d) for d in dense])
+    runs, offsets = flat([_mask_to_runs(d) for d in dense])
     frames = torch.from_numpy(mask_frames([11] * 3, [17] * 3, 12))
     out = torch.ones((6, 12, 12), dtype=torch.bool)
     result = expand_masks(runs, offsets, frames, 12, slots=torch.tensor([4, 0, 2]), count=6,
                           out=out)  # fmt: skip
     assert result.data_ptr() == out.data_ptr()
     for slot, d in zip((4, 0, 2), dense, strict=True):
-        np.testing.assert_array_equal(out[slot].numpy(), numba_padded(rle.mask_to_runs(d),
+        np.testing.assert_array_equal(out[slot].numpy(), numba_padded(_mask_to_runs(d),
                                                                       (11, 17), 12))  # fmt: skip
     assert not out[[1, 3, 5]].any()
 
@@ -164,3 +164,8 @@ def test_bad_input_is_a_clear_error() -> None:
         expand_masks(runs, offsets, torch.tensor([[3, 4, 0, 8]]), 8)
     with pytest.raises(ValueError, match="distinct"):
         expand_masks(runs, offsets, frames, 8, slots=torch.tensor([3]), count=2)
+
+
+def _mask_to_runs(mask: np.ndarray) -> np.ndarray:
+    """A dense mask's runs as the kernels take them (the reference codec's encoding)."""
+    return np.array(rle_reference.mask_to_runs(mask), "<u4")

@@ -14,8 +14,7 @@ import pytest
 from pycocotools import mask as mask_util
 
 from sa1b_pack import Store, open_store
-from sa1b_pack.codec import rle
-from sa1b_pack.testing import synth
+from sa1b_pack.testing import rle_reference, synth
 from sa1b_pack.train.prompts import noisy_boxes, prompt_points
 from sa1b_pack.train.recipe import Recipe, training_sample
 from sa1b_pack.train.transforms import Compose, HorizontalFlip, ResizeJitter
@@ -98,7 +97,7 @@ def test_the_stored_point_by_default_and_the_mask_draw_unchanged(store):
         prompted = training_sample(store, i, RECIPE)
         assert plain["mask_ids"].tolist() == prompted["mask_ids"].tolist()
         s, (h, w) = store[i], plain["input_size"]
-        chosen = [s.ids.tolist().index(j) for j in plain["mask_ids"].tolist()]
+        chosen = [s.mask_ids.tolist().index(j) for j in plain["mask_ids"].tolist()]
         want = np.asarray(s.point_coords)[chosen, :1] * [w / s.width, h / s.height]
         np.testing.assert_array_equal(plain["points"], want)
         assert (plain["point_labels"] == 1).all() and plain["points"].shape[1:] == (1, 2)
@@ -132,7 +131,7 @@ def counts_of(pos: np.ndarray, size: int) -> np.ndarray:
 def test_foreground_and_negative_draws_are_uniform_over_pixels():
     mask = region_mask()
     height, width = mask.shape
-    runs = rle.mask_to_runs(mask)
+    runs = _mask_to_runs(mask)
     args = (runs, np.array([0]), np.array([len(runs)]), height, width)
     bbox = np.array([[2.0, 1.0, 20.0, 30.0]])  # a box cutting through the mask
     flat = mask.T.ravel().astype(bool)
@@ -158,7 +157,7 @@ def test_foreground_and_negative_draws_are_uniform_over_pixels():
 def test_the_uniformity_check_catches_a_run_biased_draw():
     """The same statistic on a draw that picks a run first (not a pixel) fails it."""
     mask = region_mask()
-    runs = rle.mask_to_runs(mask).astype(np.int64)
+    runs = _mask_to_runs(mask).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(runs)[:-1]])
     fg = np.arange(1, len(runs), 2)
     fg = fg[runs[fg] > 0]
@@ -219,7 +218,7 @@ def test_transforms_move_the_drawn_points(store):
 def test_no_point_where_there_is_none():
     full = np.ones((6, 5), np.uint8)
     empty = np.zeros((6, 5), np.uint8)
-    runs = [rle.mask_to_runs(m) for m in (full, empty)]
+    runs = [_mask_to_runs(m) for m in (full, empty)]
     offsets, counts = np.array([0, len(runs[0])]), np.array([len(r) for r in runs])
     bbox = np.array([[0.0, 0.0, 5.0, 6.0], [1.0, 1.0, 0.0, 0.0]])
     for negative_from in ("box", "image"):
@@ -294,3 +293,8 @@ def test_same_batches_whatever_the_loader_workers_threads_and_resume(prompted):
             for key in a:
                 torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, equal_nan=True,
                                            msg=f"{name}: {key}")  # fmt: skip
+
+
+def _mask_to_runs(mask: np.ndarray) -> np.ndarray:
+    """A dense mask's runs as the kernels take them (the reference codec's encoding)."""
+    return np.array(rle_reference.mask_to_runs(mask), "<u4")

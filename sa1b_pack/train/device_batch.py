@@ -105,7 +105,7 @@ def pack(samples: list[dict[str, Any]], recipe: Recipe, attached: dict | None,
     k = int(counts.max(initial=0))
     arrays: dict[str, np.ndarray] = {"mask_valid": np.arange(k)[None, :] < counts[:, None]}
     for name, (dtype, shape) in fields.per_mask(recipe.relations).items():
-        arrays[name] = values = np.zeros((b, k, *shape), dtype)
+        arrays[name] = values = np.full((b, k, *shape), fields.PAD.get(name, 0), dtype)
         for i, s in enumerate(samples):
             values[i, : counts[i]] = s[name]
     for name, dtype in fields.pairwise(recipe.relations).items():

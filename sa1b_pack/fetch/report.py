@@ -34,7 +34,6 @@ class FetchReport:
         return not self.failed and not self.pack_failed
 
 
-@dataclass
 class Bars:
     """A total bar (bytes, rate, ETA) on row 0 and one bar per file in flight on rows 2+
     (row 1 is fetch's packing bar). Off a terminal only the total is logged, now and then."""

@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from .report import Bars, FetchReport
 PROBE_THREADS = 16
 
 
+@dataclass
 class _Run:
     """What the downloader threads and the packing thread share."""
 

@@ -134,7 +134,6 @@ def test_each_question_reports_what_make_bench_promises(bench_run: dict[str, Any
         "memory",
         "peers",
         "scale",
-        "cluster",
     ):  # computed from the rows
         assert bench_run["run"]["questions"][key]["reading"]
 

@@ -71,13 +71,15 @@ demo: $(STAMP)
 	$(BIN)/sa1b-pack synth $(DEMO)/src --shards 0-1 --images-per-shard 8 --jobs 2
 	$(BIN)/sa1b-pack pack $(DEMO)/src $(DEMO)/store --shards 0-1 --jobs 2
 	$(BIN)/sa1b-pack info $(DEMO)/store
-	$(BIN)/python benchmarks/demo_readback.py $(DEMO)/store $(DEMO)/src
+	$(BIN)/sa1b-pack verify $(DEMO)/store --source $(DEMO)/src --quiet
+	$(BIN)/python benchmarks/run.py --smoke --only masks --src $(DEMO)/src --shards 0-1 \
+		--store $(DEMO)/store --results $(DEMO)/results
 
 # make bench: every benchmark in one run on synthetic shards (made once, cached in
-# benchmarks/.cache), one table, benchmarks/results/<date>-<host>.json + .png, then
-# docs/benchmarks.md (+ its chart) generated from that JSON. FULL=1 SRC=/data/sa1b
+# benchmarks/.cache), one table, benchmarks/results/<date>-<host>.json, then
+# docs/benchmarks.md generated from that JSON. FULL=1 SRC=/data/sa1b
 # SHARDS=0-3: the same on real shards (DST=... on the command line: pack into, or reuse, that
-# store). BENCH_ARGS: more flags for benchmarks/run.py (e.g. --only peers,access).
+# store). BENCH_ARGS: more flags for benchmarks/run.py (e.g. --only peers,masks).
 FULL ?=
 BENCH_ARGS ?=
 bench: $(STAMP)

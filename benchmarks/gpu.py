@@ -1,68 +1,38 @@
-"""Device check of SA1BLoader(device="cuda"), on one GPU, in under 10 minutes, no network.
-
-    python benchmarks/gpu.py                  # needs a CUDA device and sa1b-pack[gpu]
-    python benchmarks/gpu.py --json out.json  # also write the numbers
-    python benchmarks/gpu.py --device cpu --smoke   # the script's own test, on the CPU
-
-It synthesizes its own SA-1B-like shards (sa1b_pack.testing.synth, full size: 1500 x 2250
-class images, ~100 masks each), packs them, then checks and measures:
-  1. masks bit-exact against the CPU loader (same sampler), every other field exact;
-  2. images: mean absolute difference against the CPU loader (unpadded pixels, per image);
-  3. samples/s and CPU milliseconds per sample (process CPU time / samples, every thread)
-     for batch 8, 32 and 64 with up to 64 masks at 256 (images 1024), against the threaded
-     CPU loader on the same machine;
-  4. GPU memory (memory_allocated, max_memory_allocated) over 2,000 batches: flat or not.
-Not part of `make bench` (CI has no GPU); docs/gpu.md says how to read it.
+"""Decoding on the GPU: SA1BLoader(device="cuda") against the threaded CPU loader on the same
+machine, on the run's store (images 1024, up to 64 masks at 256): masks bit-exact and every
+other field equal, the images' mean absolute difference, samples/s and CPU ms per sample at
+batch 8, 32 and 64, GPU memory over 2,000 batches. `python benchmarks/run.py --only gpu` on a
+machine with a GPU and sa1b-pack[gpu]; skipped (with the reason) without one. The smoke run
+takes the same path with device="cpu": it tests the script, not a GPU. See docs/gpu.md.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
-from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import numpy as np
 import torch
+from harness import Ctx, Result, question, row
 
-from sa1b_pack.testing import synth
 from sa1b_pack.torch import SA1BDataset, SA1BLoader
-from sa1b_pack.write.packer import pack
 
 CPUS = os.cpu_count() or 1
 
 
-def fail(message: str) -> None:
-    print(f"benchmarks/gpu.py: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def check_device(device: str) -> None:
-    """Exit with a clear message where the device path cannot run here."""
+def unavailable(device: str) -> str | None:
+    """Why the device path cannot run here, or None."""
     if device == "cpu":
-        return
+        return None
     if not torch.cuda.is_available():
-        fail(f"no CUDA device (torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
-             "this script checks the GPU path: run it on a machine with a GPU, or with "
-             "--device cpu --smoke to test the script itself")  # fmt: skip
+        return (f"no CUDA device (torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
+                "run it on a machine with a GPU")  # fmt: skip
     try:
         from nvidia import nvimgcodec  # noqa: F401
     except ImportError:
-        fail("nvImageCodec is not installed: pip install 'sa1b-pack[gpu]' (CUDA 12 torch) "
-             "or 'sa1b-pack[gpu-cu13]' (CUDA 13)")  # fmt: skip
-
-
-def make_store(work: Path, smoke: bool) -> Path:
-    shards, per_shard = (2, 6) if smoke else (4, 64)
-    synth.synth_shards(work / "src", range(shards), per_shard, small=smoke, seed=7,
-                       jobs=min(CPUS, shards), progress=False)  # fmt: skip
-    report = pack(work / "src", work / "store", list(range(shards)), progress=False)
-    if not report.ok:
-        fail(f"packing the synthetic shards failed: {report}")
-    return work / "store"
+        return ("nvImageCodec is not installed: pip install 'sa1b-pack[gpu]' (CUDA 12 torch) "
+                "or 'sa1b-pack[gpu-cu13]' (CUDA 13)")  # fmt: skip
+    return None
 
 
 def keys(ds: SA1BDataset, batches: int, batch_size: int) -> list[tuple[int, int]]:
@@ -100,8 +70,8 @@ def exactness(ds: SA1BDataset, device: str, batches: int) -> dict:
             mads.append(float(diff.float().mean()))
             bad_fields += bool(g[:, h:].any() or g[:, :, wd:].any())  # padding must be 0
     return {"masks_compared": masks, "masks_different": bad_masks,
-            "fields_or_padding_different": bad_fields, "image_mad_mean": float(np.mean(mads)),
-            "image_mad_max": float(np.max(mads)), "decoded": dict(got.device_stats)}  # fmt: skip
+            "fields_or_padding_different": bad_fields, "mads": mads,
+            "decoded": dict(got.device_stats)}  # fmt: skip
 
 
 def throughput(ds: SA1BDataset, batch_size: int, device: str | None, batches: int,
@@ -148,53 +118,37 @@ def memory(ds: SA1BDataset, device: str, batches: int, batch_size: int, limit_s:
             "flat": abs(growth) <= 0.01 * max(after[0][1], 1.0) + 1.0}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: tests the script")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--work", type=Path, help="folder for the shards and store (kept)")
-    args = parser.parse_args()
-    check_device(args.device)
-    smoke = args.smoke
-    recipe = (dict(image_size=64, mask_size=16, max_masks=8) if smoke else
-              dict(image_size=1024, mask_size=256, max_masks=64))  # fmt: skip
-    with TemporaryDirectory() as tmp:
-        work = args.work or Path(tmp)
-        t0 = time.perf_counter()
-        ds = SA1BDataset(make_store(work, smoke), **recipe)
-        print(f"store: {len(ds)} images ({time.perf_counter() - t0:.0f} s to make), recipe "
-              f"{recipe}, device {args.device}, {CPUS} CPUs", flush=True)  # fmt: skip
-        out = {"device": torch.cuda.get_device_name() if args.device != "cpu" else "cpu",
-               "recipe": recipe, "cpus": CPUS, "torch": torch.__version__}  # fmt: skip
-        out["exactness"] = exactness(ds, args.device, 2 if smoke else 16)
-        print(json.dumps(out["exactness"], default=str), flush=True)
-        rows = []
-        for batch_size in (8, 32, 64):
-            n = 2 if smoke else max(8, 1536 // batch_size)
-            for device in (args.device, None):
-                rows.append(throughput(ds, batch_size, device, n, 1 if smoke else 3))
-                print(json.dumps(rows[-1]), flush=True)
-        out["throughput"] = rows
-        out["memory"] = memory(ds, args.device, 20 if smoke else 2000, 32,
-                               limit_s=30 if smoke else 240)  # fmt: skip
-        print(json.dumps(out["memory"]), flush=True)
-    print("\n| loader | batch | samples/s | CPU ms/sample |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['loader']} | {r['batch']} | {r['samples_per_s']:.0f} | "
-              f"{r['cpu_ms_per_sample']:.2f} |")  # fmt: skip
-    e, m = out["exactness"], out["memory"]
-    print(f"\nmasks different: {e['masks_different']} of {e['masks_compared']}; fields or "
-          f"padding different: {e['fields_or_padding_different']}; image MAD mean "
-          f"{e['image_mad_mean']:.3f}, max {e['image_mad_max']:.3f}; decoded: {e['decoded']}\n"
-          f"GPU memory over {m['batches']} batches of {m['batch']}: peak {m['peak_mib']} MiB, "
-          f"growth after batch 100 {m['growth_after_batch_100_mib']} MiB "
-          f"({'flat' if m['flat'] else 'NOT flat'})")  # fmt: skip
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1, default=str))
-    if e["masks_different"] or e["fields_or_padding_different"]:
-        raise SystemExit(1)
-
-
-if __name__ == "__main__":
-    main()
+@question("gpu", "Decoding on the GPU: are the batches exact, how many samples/s at what CPU "
+          "cost per sample against the threaded CPU loader, and is GPU memory flat?")  # fmt: skip
+def gpu(ctx: Ctx) -> Result:
+    device = "cpu" if ctx.smoke else "cuda"
+    if why := unavailable(device):
+        return Result(skipped=[why])
+    recipe = dict(image_size=ctx.size(1024, 64), mask_size=ctx.size(256, 16),
+                  max_masks=ctx.size(64, 8))  # fmt: skip
+    ds = SA1BDataset(ctx.store, **recipe)
+    e = exactness(ds, device, ctx.size(16, 2))
+    rows = [row("masks that differ from the CPU loader's", [e["masks_different"]], "masks", "",
+                f"of {e['masks_compared']:,} compared, bit for bit"),
+            row("other fields or padding that differ", [e["fields_or_padding_different"]],
+                "fields", "", "every key of the batch but image and masks, exactly"),
+            row("image, mean absolute difference", e["mads"], "levels", "",
+                f"per image, unpadded pixels, 0-255; decoded: {e['decoded']}")]  # fmt: skip
+    for batch in (8, 32, 64):
+        n = ctx.size(max(8, 1536 // batch), 2)
+        ours, cpu = (throughput(ds, batch, d, n, ctx.size(3, 1)) for d in (device, None))
+        for r in (ours, cpu):
+            rel = "ref" if r is cpu else f"{r['samples_per_s'] / cpu['samples_per_s']:.2f}x CPU"
+            rows += [row(f"{r['loader']}, batch {batch}", [r["samples_per_s"]], "samples/s", rel,
+                         f"{r['samples']} samples"),
+                     row(f"CPU time per sample, {r['loader']}, batch {batch}",
+                         [r["cpu_ms_per_sample"]], "ms", what="process CPU / samples")]  # fmt: skip
+    m = memory(ds, device, ctx.size(2000, 20), 32, limit_s=ctx.size(240, 30))
+    rows += [row("GPU memory allocated, every 100 batches", m["allocated_mib"], "MiB", "",
+                 f"{m['batches']} batches of {m['batch']}; peak {m['peak_mib']} MiB"),
+             row("GPU memory growth after batch 100", [m["growth_after_batch_100_mib"]], "MiB",
+                 "", "flat" if m["flat"] else "NOT flat")]  # fmt: skip
+    notes = [f"device {torch.cuda.get_device_name() if device != 'cpu' else 'cpu (smoke)'}, "
+             f"{CPUS} CPUs, torch {torch.__version__}; recipe {recipe}; the device loader uses "
+             f"{min(CPUS, 8)} threads, the CPU loader {CPUS}."]  # fmt: skip
+    return Result(rows, notes)

@@ -1,28 +1,25 @@
 """The one benchmark harness: a registry of questions, timing, rows, environment, inputs, JSON.
 
 A question is ``@question(key, "the question?")`` over ``fn(ctx) -> Result`` (rows: p50/p95 of
-measured values, and notes); ``run.py`` runs each in its own process and readings.py computes
-its conclusions from its rows. Timing is our own (``side_by_side``, ``per_call``), not pyperf
-or pytest-benchmark: ratios must come from interleaved rounds (every case once per round, order
-rotated, so a noisy minute hits both sides), many measures are not a function in a loop (a
-DataLoader epoch, a cold read that evicts untimed before each call), and pyperf's calibrated
-worker processes would multiply the run's minutes. So: medians, p95, n repeats, all visible.
+measured values, and notes); run.py runs each in its own process, readings.py computes its
+conclusions from its rows. Timing is our own ``side_by_side``, not pyperf: ratios must come from
+interleaved rounds (every case once per round, order rotated, so a noisy minute hits both
+sides), many measures are not a function in a loop (a DataLoader epoch, a pack into a folder
+emptied untimed before each call), and pyperf's calibrated worker processes would multiply the
+run's minutes. So: medians, p95, n repeats, all visible.
 """
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import hashlib
 import importlib.metadata
 import json
-import mmap
 import os
 import platform
 import re
 import shlex
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -66,7 +63,6 @@ class Result:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how it was measured
-    data: dict[str, Any] = field(default_factory=dict)  # anything else worth keeping (chart)
     skipped: list[str] = field(default_factory=list)  # cases left out, each with its reason
 
 
@@ -83,40 +79,25 @@ def question(key: str, text: str) -> Callable:
     return register
 
 
-def side_by_side(cases: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1) -> dict:
-    """Seconds per call of each case; each round runs every case once, in rotating order."""
-    names = list(cases)
-    for _ in range(warmup):
-        for name in names:
-            cases[name]()
+def side_by_side(cases: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+                 before: Callable[[], Any] | None = None) -> dict:  # fmt: skip
+    """Seconds per call of each case; each round runs every case once, in rotating order;
+    ``before()`` (e.g. clean up) runs untimed before each call."""
+    names, clock = list(cases), time.perf_counter
     out: dict[str, list[float]] = {name: [] for name in names}
-    clock = time.perf_counter
-    for r in range(rounds):
+    for r in range(-warmup, rounds):  # the warm-up rounds first, untimed
         for name in names[r % len(names) :] + names[: r % len(names)]:
+            if before is not None:
+                before()
             t0 = clock()
             cases[name]()
-            out[name].append(clock() - t0)
-    return out
-
-
-def per_call(op: Callable[[Any], Any], items: Iterable[Any], before: Callable | None = None):
-    """Seconds of ``op(item)`` per item; ``before()`` (e.g. evict) runs untimed before each."""
-    out, clock = [], time.perf_counter
-    for item in items:
-        if before is not None:
-            before()
-        t0 = clock()
-        op(item)
-        out.append(clock() - t0)
+            if r >= 0:
+                out[name].append(clock() - t0)
     return out
 
 
 def p50(values: Sequence[float]) -> float:
     return float(np.median(values))
-
-
-def p95(values: Sequence[float]) -> float:
-    return float(np.percentile(values, 95))
 
 
 def ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -132,7 +113,7 @@ def x(value: float) -> str:
 def row(measure: str, values: Sequence[float], unit: str, ratio: str = "", what: str = "") -> dict:
     """One table row: p50 of ``values`` (already in ``unit``), p95 when there are >= 10."""
     v = list(values)
-    q95 = p95(v) if len(v) >= 10 else float("nan")
+    q95 = float(np.percentile(v, 95)) if len(v) >= 10 else float("nan")
     out = dict(zip(HEADERS, (measure, p50(v), unit, q95, len(v), ratio, what), strict=True))
     return out | {"values": [float(f"{a:.4g}") for a in v]}  # raw, for the JSON
 
@@ -249,28 +230,6 @@ def drain(loader: Iterable) -> None:
         pass
 
 
-def s3_server(bucket: str, delay: list[float] | None = None) -> Any:
-    """A moto S3 server on loopback holding ``bucket``, sleeping ``delay[0]`` s before every
-    response (a list: change it while the server runs); fsspec's s3 points at it."""
-    import fsspec
-    from moto.server import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
-
-    app, delay = DomainDispatcherApplication(create_backend_app), delay or [0.0]
-
-    def slow(environ, start_response):
-        time.sleep(delay[0])
-        return app(environ, start_response)
-
-    server = make_server("127.0.0.1", 0, slow, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    fsspec.config.conf["s3"] = {"endpoint_url": f"http://127.0.0.1:{server.server_port}"}
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
-    fsspec.filesystem("s3").mkdir(bucket)
-    return server
-
-
 def spread(count: int, k: int, seed: int) -> list[int]:
     """``k`` of ``range(count)`` drawn without replacement (seeded), ascending."""
     if k >= count:
@@ -300,33 +259,3 @@ def faulted(nbytes: int) -> np.ndarray:
     buffer = np.empty(max(nbytes, 1), np.uint8)
     buffer.fill(1)
     return buffer
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def evict(paths: Iterable[str | os.PathLike]) -> None:
-    """Drop the files' pages from the page cache, no root needed.
-
-    The kernel keeps pages a process maps, so this process's maps of the files first lose
-    theirs (madvise DONTNEED: the map stays valid and refaults), then posix_fadvise DONTNEED
-    drops the clean pages. A VM's host may still cache the disk: "cold" is cold for the guest.
-    """
-    wanted = {os.path.realpath(p) for p in paths}
-    with open("/proc/self/maps") as f:
-        for line in f:
-            fields = line.split(maxsplit=5)
-            if len(fields) == 6 and fields[5].rstrip("\n") in wanted:
-                lo, hi = (int(v, 16) for v in fields[0].split("-"))
-                _libc.madvise(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), mmap.MADV_DONTNEED)
-    for path in wanted:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def store_files(root: str | os.PathLike) -> list[Path]:
-    """Every file of a store: what a cold read must find on disk."""
-    return sorted(p for p in Path(root).rglob("*") if p.is_file())

@@ -4,7 +4,6 @@ embedding attached to every image (distillation) adds per sample."""
 
 from __future__ import annotations
 
-import gc
 import os
 import shutil
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 
 import harness as h
 import numpy as np
-import psutil
 from harness import Ctx, Result, question
 from torch.utils.data import DataLoader, Subset
 
@@ -92,36 +90,16 @@ def loader(ctx: Ctx) -> Result:
                   f"batch {batch}" + ("; persistent workers" if "W=2" in name else "")
                   + ("; threads in this process" if "threads" in name else ""))
             for name, r in rate.items()]  # fmt: skip
-    me = psutil.Process()
-    workers = sum(c.memory_info().rss for c in me.children(recursive=True))
     for name in (n for n in sec if n.startswith(T)):
         base = REF[name]
         added = [1e3 * (a - b) / n for a, b in zip(sec[name], sec[base], strict=True)]
         rows.append(h.row(f"added by the teacher array, {base}", added, "ms/sample",
                           what=f"per round: ({name}) - ({base}), per sample"))  # fmt: skip
-    rows += [h.row("RSS, this process (main + loader threads)", [me.memory_info().rss / 1e6],
-                   "MB", what="after every loader ran: threads share it"),
-             h.row("RSS, DataLoader worker processes, summed", [workers / 1e6], "MB",
-                   what="the persistent workers of the W=2 loaders")]  # fmt: skip
     floor_ms = [1e3 * v / n for v in fl]
-    rows.append(
-        h.row(
-            "floor: decode_image only",
-            floor_ms,
-            "ms/sample",
-            f"W=0 takes {h.x(1e3 / h.p50(rate['W=0']) / h.p50(floor_ms))} its time",
-            f"DCT-scaled decode + resize + pad into ({size},{size},3), reused",
-        )
-    )
-    notes = [
-        f"{n} images per epoch, image {size}, up to 64 masks at {m}; {len(fl)} "
-        "interleaved rounds of every loader and the floor; workers started by an untimed "
-        "first epoch, which took " + ", ".join(f"{k} {v:.2f} s" for k, v in first.items())
-    ]
-    chart = [{"system": "sa1b_pack, pre-resized store" if k.startswith("pre") else "sa1b_pack",
-              "workers": int(k.split("W=")[1][0]), "samples_s": h.p50(r)}
-             for k, r in rate.items() if "spawn" not in k and "W=" in k
-             and not k.startswith(T)]  # fmt: skip
-    del loaders, cases
-    gc.collect()  # shuts the persistent workers down
-    return Result(rows, notes, {"chart": chart})
+    rows.append(h.row("floor: decode_image only", floor_ms, "ms/sample",
+                      f"W=0 takes {h.x(1e3 / h.p50(rate['W=0']) / h.p50(floor_ms))} its time",
+                      f"DCT-scaled decode + resize + pad into ({size},{size},3)"))  # fmt: skip
+    notes = [f"{n} images per epoch, image {size}, up to 64 masks at {m}; {len(fl)} interleaved "
+             "rounds of every loader and the floor; workers started by an untimed first epoch, "
+             "which took " + ", ".join(f"{k} {v:.2f} s" for k, v in first.items())]  # fmt: skip
+    return Result(rows, notes)

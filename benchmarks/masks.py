@@ -57,6 +57,9 @@ def masks(ctx: Ctx) -> Result:
             for case, t in h.side_by_side(cases, rounds, warmup=int(n == 0)).items():
                 total[work, case] = total.get((work, case), 0) + np.array(t)
         n_masks, n_bytes = n_masks + len(s), n_bytes + len(s) * s.height * s.width
+        coco = mask_util.decode([s.rle(j) for j in range(len(s))]).transpose(2, 0, 1)
+        if not np.array_equal(s.masks(), coco):  # untimed: every sample timed is checked
+            raise SystemExit(f"store[{i}] (image {s.image_id}): masks differ from pycocotools")
     full = {c: t for (w, c), t in total.items() if w == "full"}
     rate = {c: [n_masks / v for v in t] for c, t in full.items()}
     gbs = {c: [n_bytes / 1e9 / v for v in t] for c, t in full.items()}
@@ -74,6 +77,9 @@ def masks(ctx: Ctx) -> Result:
               "the (N,H,W) uint8 masks, serial"),
         h.row("memset fill(1), same bytes", gbs["fill(1)"], "GB/s", "ref",
               "the output-write ceiling"),
+        h.row("masks bit-exact with pycocotools", [n_masks], "masks", "", "every mask of the "
+              "samples timed, full size, compared untimed (the run stops at the first that "
+              "differs)"),
     ]  # fmt: skip
     per = len(indices) / 1e3  # seconds summed over samples -> ms per sample
     labels = {"size": f"{k} sampled masks, size=({size},{size})",

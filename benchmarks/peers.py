@@ -78,7 +78,7 @@ def peers(ctx: Ctx) -> Result:
              loaders.items()}  # fmt: skip
     n = len(positions)
     rate = {k: [n / v for v in t] for k, t in h.side_by_side(cases, rounds, warmup=0).items()}
-    rows, chart = [], []
+    rows = []
     for key, got in rate.items():
         name, w = key.split(", ")[0], int(key.split(", ")[1][0])
         ours = rate[f"{OURS}, {w} workers"]
@@ -86,19 +86,11 @@ def peers(ctx: Ctx) -> Result:
         what = {OURS: "random order; persistent workers", "WebDataset": "sequential only "
                 "(streams each tar)"}.get(name, "random order")  # fmt: skip
         rows.append(h.row(key, got, "samples/s", rel, what))
-        if name != OURS:  # the chart takes sa1b_pack's bars from the loader question
-            chart.append({"system": name, "workers": w, "samples_s": h.p50(got)})
     parts = [d.parts for d in sets.values() if getattr(d, "parts", None)]
     share = [100 * h.p50(p["pycocotools decode of all masks"]) / sum(h.p50(v) for v in p.values())
              for p in parts]  # fmt: skip
-    rows.append(
-        h.row(
-            "peers, 0 workers: pycocotools share of a sample",
-            share,
-            "%",
-            what="p50 over the peers; their samples timed step by step",
-        )
-    )
+    rows.append(h.row("peers, 0 workers: pycocotools share of a sample", share, "%",
+                      what="p50 over the peers; their samples timed step by step"))  # fmt: skip
     ours, base, count = full_resolution(ctx, ctx.size(3, 1))
     rows += [
         h.row("full-res sample: image() + masks(out=)", [1e3 * v for v in ours], "ms",
@@ -109,4 +101,4 @@ def peers(ctx: Ctx) -> Result:
     notes = [f"{n} images per epoch, batch {batch}, image {recipe['image_size']}, up to 64 "
              f"masks at {recipe['mask_size']}; {rounds} rounds, every loader interleaved. "
              f"Full-resolution samples: {count} images, interleaved per image."]  # fmt: skip
-    return Result(rows, notes, {"chart": chart})
+    return Result(rows, notes)

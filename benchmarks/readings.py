@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from harness import format_cell, row, x
+from harness import row, x
 
 FLOOR = "floor: decode_image only"
 FULL, OURS = "full-res sample: PIL + json + pycocotools", "full-res sample: image() + masks(out=)"
@@ -18,7 +18,8 @@ TO_BASE = {"GB/s": 1e9, "MB/s": 1e6, "ms": 1e-3, "µs": 1e-6, "ms/sample": 1e-3}
 LIMITS = (  # (measure, (question, row), (question, row)): a ratio of two p50s of the same run
     ("pack, 1 job / cold sequential read", ("pack", "pack, 1 job, MB/s of tar"),
      ("limits", "sequential read, cold")),
-    ("training recipe / bare JPEG decode at 1/2 DCT", ("access", "training recipe, random, warm"),
+    ("training recipe / bare JPEG decode at 1/2 DCT",
+     ("prompts", "training_sample, today's recipe (stored point, exact boxes)"),
      ("limits", "JPEG decode, 1/2 DCT")),
 )  # fmt: skip
 
@@ -49,15 +50,6 @@ def sentences(*parts: Callable[[], str]) -> str:
         except (KeyError, IndexError, ValueError, ZeroDivisionError):
             continue
     return " ".join(out)
-
-
-def access(t: Rows) -> list[str]:
-    names = [m.removesuffix(", sequential, warm") for m in t.ending(", sequential, warm")]
-    spread = [t.base(f"{n}, random, warm") / t.base(f"{n}, sequential, warm") for n in names]
-    cold = ", ".join(f"{1e3 * (t.base(f'{n}, random, cold') - t.base(f'{n}, random, warm')):+.2f}"
-                     f" ms ({n})" for n in names)  # fmt: skip
-    return [f"Random order costs {min(spread):.2f}x-{max(spread):.2f}x sequential's time warm. "
-            f"A cold page cache adds {cold} per random sample."]  # fmt: skip
 
 
 def masks(t: Rows) -> list[str]:
@@ -94,33 +86,6 @@ def loader(t: Rows) -> list[str]:
     return [line for line in out if line]
 
 
-def memory(t: Rows) -> list[str]:
-    growth = [m for m in t.by if " RSS growth epoch 1 -> " in m]
-    last = int(growth[0].rsplit(" ", 1)[1])
-
-    def worst(fixed: bool) -> str:
-        """The largest p50 growth among the cases with (or without) the fixed threshold."""
-        top = max((m for m in growth if ("mmap threshold" in m) == fixed), key=t)
-        case = top.split(" RSS growth")[0]  # "<case>: <process>,"
-        rss = [t(f"{case} RSS after epoch {e}") for e in (1, last)]
-        name, proc = case[:-1].split(": ")
-        return (
-            f"{'+' if t(top) >= 0 else ''}{format_cell(t(top))}% ({proc} of {name}: "
-            f"{(rss[1] - rss[0]) / (last - 1):+.1f} MB of RSS per epoch)"
-        )
-
-    def speed() -> str:
-        fixed = next(m for m in t.ending(": epoch") if "mmap threshold" in m)
-        return f", at {x(t(fixed) / t(fixed.split(', mmap')[0] + ': epoch'))} the samples/s."
-
-    return [sentences(
-        lambda: f"From epoch 1 to epoch {last} the largest RSS growth of any kind of process "
-                f"(median over its processes) is {worst(False)}.",
-        lambda: f"With glibc's mmap threshold fixed at 1 MB in the workers: {worst(True)}"
-                + speed(),
-    )]  # fmt: skip
-
-
 def peers(t: Rows) -> list[str]:
     ours = [m for m in t.by if m.startswith("sa1b_pack, ")]
     others = [m for m in t.ending(" workers") if m not in ours]
@@ -139,21 +104,65 @@ def peers(t: Rows) -> list[str]:
 
 
 def scale(t: Rows) -> list[str]:
-    fds, wfds = "  process: open descriptors / part maps / RSS, ", "  per worker: descriptors / "
-    read, local = "read every sample, {} order", "training recipe, local"
+    local = "training recipe, local"
     return [sentences(
-        lambda: f"Whatever the part count, {t(fds + 'uniform'):.0f} open descriptors in the "
-                f"reading process and {t(wfds + 'part maps / RSS, uniform'):.0f} per worker.",
-        lambda: f"The blocks order reads {x(t(read.format('blocks')) / t(read.format('uniform')))}"
-                " as fast as uniform (every uniform read opens a part: first touch "
-                f"{t('first touch of a small part'):.2f} ms).",
         lambda: "On the slow S3: " + ", ".join(f"{x(t(f'training recipe, S3, {c}') / t(local))} "
                 f"local {c}" for c in ("no cache", "cache cold", "cache warm")) + ".",
     )]  # fmt: skip
 
 
-READINGS = {"access": access, "masks": masks, "loader": loader, "memory": memory,
-            "peers": peers, "scale": scale}  # fmt: skip
+def startup(t: Rows) -> list[str]:
+    first = next(m for m in t.by if m.startswith("SA1BDataset start, first build"))
+    share = t.base("SA1BDataset start, persisted index") / t.base(first)
+    sa1b = t("projected start at SA-1B, persisted index")
+    return [f"A start from the persisted index takes {share:.1%} of the first build "
+            f"({'within' if share <= 0.10 else 'OVER'} the 10% aim); projected at SA-1B: "
+            f"{sa1b:.2f} s ({'under' if sa1b < 1 else 'OVER'} 1 s)."]  # fmt: skip
+
+
+def cluster(t: Rows) -> list[str]:
+    ours, blocks = (max(t(m) for m in t.ending(f" ranks, {o}")) for o in ("nodes", "blocks"))
+    padding = t(next(m for m in t.by if m.startswith("padding of the node-aware order")))
+    return [f"Node-aware order: the cluster downloads at most {ours:.2f}x the store per epoch "
+            f"({'within' if ours <= 1.05 else 'OVER'} the 1.05x aim), the blocks order up to "
+            f"{blocks:.1f}x; padding at most {padding:.2f}% of the steps."]  # fmt: skip
+
+
+def prompts(t: Rows) -> list[str]:
+    today, sam, three = "today's recipe (stored point, exact boxes)", "3 points + noisy boxes", \
+        "3 points + 2 box negatives + noisy boxes"  # fmt: skip
+    stage = {k: t(f"prompts stage, {k}") for k in (today, sam, three)}
+    cost, more = (t(f"{k} / today's, per sample") for k in (sam, three))
+    on = "SA1BLoader threads=2, stats on"
+    lap, overhead = t("recording one sample's stage times"), t(on.replace("on", "off")) / t(on)
+    return [f"{sam} cost {cost:.3f}x today's time per sample (target <= 1.05x: "
+            f"{'met' if cost <= 1.05 else 'NOT met'}); the prompts stage adds "
+            f"{stage[sam] - stage[today]:.3f} ms. With 2 box negatives too: "
+            f"{more:.3f}x, +{stage[three] - stage[today]:.3f} ms.",
+            f"SA1BLoader with stats on takes {overhead:.3f}x the time of stats off (target "
+            f"<= 1.01x: {'met' if overhead <= 1.01 else 'NOT met'}); the recording itself is "
+            f"{lap:.2f} µs per sample, {lap / 1e3 / t(f'training_sample, {today}'):.3%} of a "
+            "sample."]  # fmt: skip
+
+
+def gpu(t: Rows) -> list[str]:
+    bad, fields = t("masks that differ from the CPU loader's"), t("other fields or padding that "
+                                                                 "differ")  # fmt: skip
+    (ours,) = (m for m in t.ending(", batch 64") if m.startswith("device="))
+    rate, cpu = t(ours), t(ours.replace("device=", "CPU time per sample, device="))
+    base = next(m for m in t.ending(", batch 64") if m.startswith("CPU, "))
+    return [f"{'Exact' if bad == fields == 0 else 'NOT exact'}: {bad:.0f} masks and "
+            f"{fields:.0f} other fields differ from the CPU loader's; images differ by "
+            f"{t('image, mean absolute difference'):.2f} levels (median image).", sentences(
+            lambda: f"At batch 64, {rate:,.0f} samples/s ({x(rate / t(base))} the threaded CPU "
+                    f"loader) at {cpu:.2f} ms of CPU per sample (goal: 1,000 samples/s under 1 "
+                    f"ms: {'met' if rate >= 1000 and cpu < 1 else 'NOT met'}).",
+            lambda: f"GPU memory grows {t('GPU memory growth after batch 100'):.1f} MiB after "
+                    "batch 100.")]  # fmt: skip
+
+
+READINGS = {"masks": masks, "loader": loader, "peers": peers, "scale": scale,
+            "cluster": cluster, "startup": startup, "prompts": prompts, "gpu": gpu}  # fmt: skip
 
 
 def reading(key: str, rows: list[dict[str, Any]]) -> list[str]:

@@ -2,7 +2,7 @@
 
     python benchmarks/report.py [RUN.json] [--out docs/benchmarks.md]
 
-The page and its chart are generated whole from the run's JSON (default: the newest
+The page is generated whole from the run's JSON (default: the newest
 results/<date>-<host>.json): tables from its rows, reading lines and the limits table computed
 from those same rows (readings.py). Nothing on it is typed by hand; the guides link to its
 anchors (one per question key) instead of copying numbers.
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -24,50 +23,13 @@ from readings import limits_rows, reading
 
 PAGE = BENCH_DIR.parent / "docs" / "benchmarks.md"
 INTRO = """\
-Every measured figure of sa1b_pack lives on this page; the guides link here. `make bench`
-answers every question below in one run on the same shards (each question in its own process)
-and `benchmarks/report.py` writes this page from the run's JSON (`make bench FULL=1
-SRC=/data/sa1b SHARDS=0-3`: the same on real shards). p50 = median over n repeats; ratios come
-from interleaved rounds of the same run; every reading line is computed from the rows of the
-table above it. Timing is the harness's own (`benchmarks/harness.py`: interleaved rounds, so a
-noisy minute hits every case alike). One-off design experiments, frozen with the command that
-made them, are in [decisions](decisions/README.md)."""
-
-
-def write_chart(run: dict[str, Any], path: Path) -> Path | None:
-    """samples/s per system on the training recipe, 0 and 2 workers side by side, log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    qs = run["questions"]
-    bars = [c for k in ("loader", "peers") for c in qs.get(k, {}).get("data", {}).get("chart", [])]
-    systems = list(dict.fromkeys(c["system"] for c in bars))
-    if not systems:
-        return None
-    fig, ax = plt.subplots(figsize=(9, 4.2), dpi=110)
-    for k, workers in enumerate((0, 2)):
-        ys = [next((c["samples_s"] for c in bars if c["system"] == s and c["workers"] == workers),
-                   math.nan) for s in systems]  # fmt: skip
-        drawn = ax.bar([i + (k - 0.5) * 0.38 for i in range(len(systems))], ys, 0.38,
-                       label=f"{workers} workers")  # fmt: skip
-        ax.bar_label(drawn, labels=[format_cell(v) for v in ys], fontsize=7, padding=2)
-    ax.set_yscale("log")
-    ax.set_ylim(top=max(c["samples_s"] for c in bars) * 3)
-    ax.set_xticks(range(len(systems)), systems, rotation=15, ha="right", fontsize=8)
-    ax.set_ylabel("samples/s (log scale)")
-    env = run["environment"]
-    ax.set_title(f"SAM training recipe through a DataLoader, samples/s\n{run['input']}; "
-                 f"{env['date'][:10]}, {env['cpus_usable']} CPUs ({env['cpu_model']})",
-                 fontsize=9)  # fmt: skip
-    ax.legend(fontsize=8)
-    fig.text(0.01, 0.01, "sa1b_pack: the loader question's epochs (batch 8); peers: the peers "
-             "question's (see its batch)", fontsize=7)  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})  # no version stamp: same JSON, same bytes
-    plt.close(fig)
-    return path
+Every measured figure of sa1b_pack lives on this page; the guides link here. `make bench` answers
+every question below in one run on the same shards, each question in its own process, and
+`benchmarks/report.py` writes this page from the run's JSON (`make bench FULL=1 SRC=/data/sa1b
+SHARDS=0-3`: on real shards). p50 = median over n repeats; ratios come from interleaved rounds
+of the same run (`benchmarks/harness.py`); every reading line is computed from the rows of the
+table above it. One-off design experiments, frozen with their commands, are in
+[decisions](decisions/README.md)."""
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -79,7 +41,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def page(run: dict[str, Any], path: Path, chart: Path | None) -> str:
+def page(run: dict[str, Any], path: Path) -> str:
     """The whole page; parts keyed by question, each under an anchor of its key."""
     env, root = run["environment"], BENCH_DIR.parent
     raw = path.relative_to(root) if path.is_relative_to(root) else path
@@ -96,12 +58,10 @@ def page(run: dict[str, Any], path: Path, chart: Path | None) -> str:
     ]  # fmt: skip
     if run["failed"]:
         lines += ["", f"**Failed in this run:** {', '.join(run['failed'])}."]
-    if chart is not None:
-        lines += ["", f"![DataLoader samples/s per system]({chart.name})"]
     for key, part in parts.items():
         where = f" (`{part['script']}`, {part['seconds']:.0f} s)" if "script" in part else ""
-        lines += ["", f'<a id="{key}"></a>', "", f"## {part['question']}{where}", "",
-                  markdown(part["rows"])]  # fmt: skip
+        lines += ["", f'<a id="{key}"></a>', "", f"## {part['question']}{where}"]
+        lines += ["", markdown(part["rows"])] if part["rows"] else []
         lines += [f"\n**Reading:** {t}" for t in reading(key, part["rows"])]
         lines += [f"\n{t}" for t in part.get("notes", [])]
         lines += [f"\nNot measured in this run: {t}." for t in part.get("skipped", [])]
@@ -115,7 +75,7 @@ def page(run: dict[str, Any], path: Path, chart: Path | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", type=Path, nargs="?", help="a run's JSON (default: the newest)")
-    p.add_argument("--out", type=Path, default=PAGE, help="the page (its chart: .png beside it)")
+    p.add_argument("--out", type=Path, default=PAGE, help="the page to write")
     args = p.parse_args(argv)
     runs = [f for f in RESULTS_DIR.glob("*.json") if re.match(r"\d{4}-\d\d-\d\d-.+\.json", f.name)]
     if args.run is None and not runs:
@@ -123,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     path = (args.run or max(runs, key=lambda f: (f.name[:10], f.stat().st_mtime))).resolve()
     run = json.loads(path.read_text())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    chart = write_chart(run, args.out.with_suffix(".png"))
     tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(page(run, path, chart))
+    tmp.write_text(page(run, path))
     os.replace(tmp, args.out)  # atomically: never a half-written page
     print(f"{args.out}: generated from {path.name}")
     return 0

@@ -1,11 +1,11 @@
-"""`make bench`: every question in one run on the same shards and store; one table, JSON + PNG.
+"""`make bench`: every question in one run on the same shards and store; one table and its JSON.
 
     python benchmarks/run.py [--only limits,peers] [--smoke]
     python benchmarks/run.py --full --src /data/sa1b --shards 0-3 [--store DST]
 
 Synthetic full-size shards by default (made once, cached in benchmarks/.cache). Each question
 runs in its own process (``--one KEY``), so one's threads, forks and freed memory cannot slow
-the next. Writes results/<date>-<host>.json and .png; report.py renders docs/benchmarks.md from it.
+the next. Writes results/<date>-<host>.json; report.py renders docs/benchmarks.md from it.
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ from readings import limits_rows, reading
 
 from sa1b_pack import parse_shards
 
-MODULES = {"limits": "limits", "pack": "pack_rate", "access": "access", "masks": "masks",
-           "loader": "loader", "memory": "memory", "peers": "peers", "scale": "scale",
-           "cluster": "cluster", "startup": "startup",
-           "prompts": "prompts"}  # fmt: skip
+KEYS = ("limits", "pack", "masks", "loader", "peers", "scale", "cluster", "startup", "prompts",
+        "gpu")  # each question's key, and the module that answers it  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--store", type=Path, help="a store of those shards (packed if absent)")
     p.add_argument("--full", action="store_true", help="sizes for real ~10 GB shards (--src)")
     p.add_argument("--smoke", action="store_true", help="tiny images and repeats, for tests")
-    p.add_argument("--only", default="", help="comma-separated: " + ",".join(MODULES))
+    p.add_argument("--only", default="", help="comma-separated: " + ",".join(KEYS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", type=Path, help="synthetic shards cache folder")
     p.add_argument("--results", type=Path, default=h.RESULTS_DIR)
@@ -47,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if unknown := set(args.only.split(",")) - {"", *KEYS}:
+        p.error(f"--only: no question {', '.join(sorted(unknown))} (there are {', '.join(KEYS)})")
     if args.full and args.src is None:
         p.error("--full needs --src (a folder of real sa_NNNNNN.tar shards)")
     return args
@@ -61,20 +61,20 @@ def source_tars(args: argparse.Namespace) -> list[Path]:
 
 def describe(args: argparse.Namespace, tars: list[Path]) -> str:
     if args.src is not None:
-        return f"{len(tars)} real shards from {args.src}"
+        return f"{len(tars)} shards from {args.src}"
     kind = "small synthetic images (smoke)" if args.smoke else "full-size synthetic SA-1B"
     return f"{len(tars)} shards x {3 if args.smoke else args.images} images, {kind}"
 
 
 def child(args: argparse.Namespace) -> int:
     """Run one question in this process and write its part of the run."""
-    importlib.import_module(MODULES[args.one])
+    importlib.import_module(args.one)
     text, fn, script = h.QUESTIONS[args.one]
     ctx = h.Ctx(source_tars(args), args.store, args.work, args.smoke, args.full, args.seed)
     t0 = time.perf_counter()
     res = fn(ctx)
     part = {"question": text, "script": f"benchmarks/{script}", "rows": res.rows,
-            "notes": res.notes, "skipped": res.skipped, "data": res.data,
+            "notes": res.notes, "skipped": res.skipped,
             "seconds": time.perf_counter() - t0, "environment": h.environment()}  # fmt: skip
     h.write_json(args.out, part)
     return 0
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
     t_start, env = time.perf_counter(), h.environment()
     tars = source_tars(args)  # synthetic shards are made here, before any timing
-    keys = [k for k in MODULES if not args.only or k in args.only.split(",")]
+    keys = [k for k in KEYS if not args.only or k in args.only.split(",")]
     print(f"$ {env['command']}\n# {describe(args, tars)}; {env['cpus_usable']} CPUs "
           f"({env['cpu_model']}), load {env['loadavg'][0]:.1f}; allocator: {env['allocator']}",
           flush=True)  # fmt: skip
@@ -99,14 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         if not store.exists():
             print(f"packing {store} (untimed) ...", flush=True)
             h.pack_store(tars, store)
-        flags = [f"--{k}={v}" for k, v in (("src", args.src), ("shards", args.shards),
-                 ("images", args.images), ("cache", args.cache), ("seed", args.seed)) if v
-                 is not None] + ["--smoke"] * args.smoke + ["--full"] * args.full  # fmt: skip
         for key in keys:
             out, log = work / f"{key}.json", work / f"{key}.log"
             print(f"{key} ...", end=" ", flush=True)
-            cmd = [sys.executable, __file__, "--one", key, "--store", str(store), "--work",
-                   str(work), "--out", str(out), *flags]  # fmt: skip
+            cmd = [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv), "--one",
+                   key, "--store", str(store), "--work", str(work), "--out", str(out)]  # fmt: skip
             with open(log, "w") as f:
                 code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
             if code != 0 or not out.exists():
@@ -134,9 +131,6 @@ def main(argv: list[str] | None = None) -> int:
            "failed_logs": failed, "questions": parts, "table": table}  # fmt: skip
     path = h.write_json(args.results / f"{'smoke-' * args.smoke}{h.run_name()}.json", run)
     print(f"results: {path}")
-    from report import write_chart
-
-    print(f"chart: {write_chart(run, path.with_suffix('.png'))}")
     return 1 if failed else 0
 
 

@@ -26,7 +26,8 @@ def release_freed_memory() -> None:
     they free for reuse, so a persistent DataLoader worker's RSS climbs over the first epochs
     before it levels off. Calling this once per batch in the worker (a ``collate_fn`` that
     calls it, then ``collate``) about halves that rise, but every sample then touches fresh
-    pages: fewer samples/s where that is slow (README, "Memory over long runs")."""
+    pages: fewer samples/s where that is slow (docs/reading-and-training.md, "Memory over
+    long runs")."""
     if _malloc_trim is not None:
         _malloc_trim(0)
 

@@ -15,13 +15,8 @@ from sa1b_pack.train.nodes import NodeOrder
 
 PARTS, RANKS, WINDOW, EPOCHS = 1000, 8, 8, 2
 IMAGES, PART_BYTES = 11_100, 10.5e9  # per part, on average (SA-1B: 11.1 M images, 10.5 TB)
-CACHE_BYTES = 200e9  # per node: the README's example cache
+CACHE_BYTES = 200e9  # per node: docs/nodes.md's example cache
 NODES = (1, 2, 4, 16, 64)
-
-
-def plan(images: np.ndarray, epoch: int, nodes: int) -> NodeOrder:
-    return NodeOrder(images, seed=0, epoch=epoch, partitions=PARTS, window=WINDOW, nodes=nodes,
-                     ranks_per_node=RANKS)  # fmt: skip
 
 
 def blocks_reads(orders: list, nodes: int) -> list[list[np.ndarray]]:
@@ -37,7 +32,8 @@ def blocks_reads(orders: list, nodes: int) -> list[list[np.ndarray]]:
 
 def nodes_reads(images: np.ndarray, nodes: int) -> tuple[list[list[np.ndarray]], float]:
     """The same for the node-aware order, and its padding (extra steps over samples)."""
-    plans = [plan(images, epoch, nodes) for epoch in range(EPOCHS)]
+    plans = [NodeOrder(images, seed=0, epoch=epoch, partitions=PARTS, window=WINDOW,
+                       nodes=nodes, ranks_per_node=RANKS) for epoch in range(EPOCHS)]  # fmt: skip
     reads = [[np.concatenate([p.members[k] for k in np.flatnonzero(p.dealt == n)])
               for n in range(nodes)] for p in plans]  # fmt: skip
     return reads, max(p.steps() * RANKS * nodes / images.sum() - 1 for p in plans)

@@ -37,17 +37,13 @@ def unavailable(device: str) -> str | None:
 
 def keys(ds: SA1BDataset, batches: int, batch_size: int) -> list[tuple[int, int]]:
     """(index, epoch) keys for ``batches`` full batches, epoch after epoch (new mask draws)."""
-    out: list[tuple[int, int]] = []
-    epoch = 0
-    while len(out) < batches * batch_size:
-        order = np.random.default_rng((1, epoch)).permutation(len(ds))
-        out += [(int(i), epoch) for i in order]
-        epoch += 1
-    return out[: batches * batch_size]
+    need = batches * batch_size
+    return [(int(i), e) for e in range(-(-need // len(ds)))
+            for i in np.random.default_rng((1, e)).permutation(len(ds))][:need]  # fmt: skip
 
 
-def sync(device: str) -> None:
-    if device != "cpu":
+def sync(device: str | None) -> None:
+    if device not in (None, "cpu"):
         torch.cuda.synchronize()
 
 
@@ -83,12 +79,12 @@ def throughput(ds: SA1BDataset, batch_size: int, device: str | None, batches: in
     it = iter(loader)
     for _ in range(warmup):
         next(it)
-    sync(device or "cpu")
+    sync(device)
     wall, cpu = time.perf_counter(), time.process_time()
     n = 0
     for batch in it:
         n += len(batch["image_id"])
-    sync(device or "cpu")
+    sync(device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"loader": f"device={device}" if device else f"CPU, {threads} threads",
             "batch": batch_size, "threads": threads, "samples": n,

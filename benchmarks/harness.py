@@ -173,20 +173,14 @@ def _version(dist: str) -> str:
 def environment() -> dict[str, Any]:
     """What a reader needs to judge the numbers: machine, allocator/threads env, versions."""
     tuning = {k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}
-    return {
-        "command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "loadavg": os.getloadavg(),  # other work on the machine skews every number
-        "env": tuning,
-        "allocator": " ".join(f"{k}={v}" for k, v in tuning.items()) or "defaults",
-        "python": platform.python_version(),
-        "versions": {d: _version(d) for d in VERSIONS},
-    }
+    return {"command": shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])),
+            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "host": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "loadavg": os.getloadavg(),  # other work on the machine skews every number
+            "env": tuning, "allocator": " ".join(f"{k}={v}" for k, v in tuning.items()) or
+            "defaults", "python": platform.python_version(),
+            "versions": {d: _version(d) for d in VERSIONS}}  # fmt: skip
 
 
 def synth_cached(indices: Sequence[int], images: int, small: bool, cache: Path | None) -> list:

@@ -1,6 +1,6 @@
 """sa1b_pack against what a user would pick instead, on the same images and training recipe:
-seed-style extracted files, the seed's naive tar, WebDataset; and a
-full-resolution sample against PIL + json + pycocotools."""
+seed-style extracted files, the seed's naive tar, WebDataset; a full-resolution sample against
+PIL + json + pycocotools (the usual reader: an annotation JSON and every mask decoded)."""
 
 from __future__ import annotations
 

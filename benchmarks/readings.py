@@ -108,6 +108,9 @@ def scale(t: Rows) -> list[str]:
     return [sentences(
         lambda: "On the slow S3: " + ", ".join(f"{x(t(f'training recipe, S3, {c}') / t(local))} "
                 f"local {c}" for c in ("no cache", "cache cold", "cache warm")) + ".",
+        lambda: "2 nodes with a cache each download " + ", ".join(f"{t(m):.2f}x the store in "
+                + m.split(", ")[2].removesuffix(": cluster download") for m in
+                t.ending(": cluster download")) + " (one epoch).",
     )]  # fmt: skip
 
 

@@ -23,13 +23,12 @@ from readings import limits_rows, reading
 
 PAGE = BENCH_DIR.parent / "docs" / "benchmarks.md"
 INTRO = """\
-Every measured figure of sa1b_pack lives on this page; the guides link here. `make bench` answers
-every question below in one run on the same shards, each question in its own process, and
-`benchmarks/report.py` writes this page from the run's JSON (`make bench FULL=1 SRC=/data/sa1b
-SHARDS=0-3`: on real shards). p50 = median over n repeats; ratios come from interleaved rounds
-of the same run (`benchmarks/harness.py`); every reading line is computed from the rows of the
-table above it. One-off design experiments, frozen with their commands, are in
-[decisions](decisions/README.md)."""
+Every measured figure of sa1b_pack lives here or, frozen with its command, in
+[decisions](decisions/README.md); the guides link here. `make bench` answers every question
+below in one run on the same shards, each in its own process, and `benchmarks/report.py`
+writes this page from the run's JSON (`make bench FULL=1 SRC=/data/sa1b SHARDS=0-3`: real
+shards). p50 = median over n repeats; ratios come from interleaved rounds of the same run; every
+reading line is computed from the rows of the table above it."""
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:

@@ -39,6 +39,18 @@ def s3_server(bucket: str, delay: list[float] | None = None) -> Any:
     return server
 
 
+def node_epoch(ctx: Ctx, url: str, order: str, node: int) -> tuple[float, int]:
+    """One node of 2 (1 rank each, its own part cache, cold) through one epoch of the training
+    recipe in ``order``: samples/s and the bytes its cache downloaded."""
+    from sa1b_pack.torch import SA1BDataset, SA1BSampler
+
+    far = open_store(url, cache_dir=ctx.work / f"node-{order}-{node}", cache_bytes=10**12)
+    ds = SA1BDataset(far, **recipe_of(ctx, filtered=False))
+    sampler, t0 = SA1BSampler(ds, 2, node, order=order, ranks_per_node=1), time.perf_counter()
+    n = sum(1 for key in sampler if ds[key] is not None)
+    return n / (time.perf_counter() - t0), far.storage.cache.stats.downloaded_bytes
+
+
 @question("scale", "What does object storage cost the training recipe, with and without the "
           "local part cache?")  # fmt: skip
 def scale(ctx: Ctx) -> Result:
@@ -66,6 +78,8 @@ def scale(ctx: Ctx) -> Result:
         rates = {"local": rate(open_store(ctx.store)), "S3, no cache": rate(far)}
         for case in ("S3, cache cold", "S3, cache warm"):
             rates[case] = rate(open_store(url, cache_dir=cache, cache_bytes=10**12))
+        nodes = {order: [node_epoch(ctx, url, order, node) for node in range(2)]
+                 for order in ("blocks", "nodes")}  # fmt: skip
     finally:
         delay[0] = 0.0
         server.shutdown()
@@ -78,7 +92,16 @@ def scale(ctx: Ctx) -> Result:
                  "sample; first touches of parts included"),
              row("pack the run's shards to S3 (no delay)", [pack_mb_s], "MB/s",
                  what="MB/s of tar; loopback: our overhead only")]  # fmt: skip
-    notes = ["S3: moto on loopback behind a WSGI wrapper sleeping before every response, store "
-             "= the run's full-size shards, samples in blocks order (window 1), one process; "
-             "every case on a fresh reader, so each pays its first touch of a part."]  # fmt: skip
+    size, got = sum(f.stat().st_size for f in ctx.store.rglob("*") if f.is_file()), {
+        o: sum(b for _, b in n) for o, n in nodes.items()}  # fmt: skip
+    rows += [row(f"2 nodes, a cache each, {o} order: cluster download", [got[o] / size],
+                 "x store", "ref" if o == "blocks" else f"{x(got['blocks'] / got[o])} less",
+                 "per node: " + ", ".join(f"{r:.1f} samples/s" for r, _ in n))
+             for o, n in nodes.items()]  # fmt: skip
+    notes = [
+        "S3: moto on loopback behind a WSGI wrapper sleeping before every response, store "
+        "= the run's full-size shards, samples in blocks order (window 1), one process; "
+        "every case on a fresh reader, so each pays its first touch of a part. 2 nodes: "
+        "one process plays each in turn, SA1BSampler(2, node, ranks_per_node=1)."
+    ]
     return Result(rows, notes)

@@ -17,20 +17,15 @@ SA1B_IMAGES = 11_000_000  # SA-1B's 1,000 shards: as many manifest entries as th
 FILTERS = dict(min_predicted_iou=0.88, min_stability_score=0.95, min_area=100)
 
 
-def startup_store(ctx: Ctx, parts: int):
-    """A store of ``parts`` tiny parts, packed once into benchmarks/.cache (smoke: per run)."""
-    tars = h.synth_cached(range(parts), 2, True, None)
-    where = ctx.work if ctx.smoke else h.CACHE_DIR
-    return h.pack_store(tars, where / f"startup-{parts}-{tars[0].parent.name}", jobs=2)
-
-
 @question("startup", "How fast does a job start from the persisted eligible index, against the "
           "first build, and projected to SA-1B?")  # fmt: skip
 def startup(ctx: Ctx) -> Result:
     from sa1b_pack.torch import SA1BDataset
 
-    parts = ctx.size(1000, 20)
-    store = startup_store(ctx, parts)
+    parts = ctx.size(1000, 20)  # tiny parts, packed once into benchmarks/.cache (smoke: per run)
+    tars = h.synth_cached(range(parts), 2, True, None)
+    where = (ctx.work if ctx.smoke else h.CACHE_DIR) / f"startup-{parts}-{tars[0].parent.name}"
+    store = h.pack_store(tars, where, jobs=2)  # resumes; a complete store is left as it is
     folder, recipe = ctx.work / "index", dict(image_size=64, mask_size=16, **FILTERS)
     start = {"start": lambda: SA1BDataset(store, index_cache=folder, **recipe)}
     first = h.side_by_side(start, ctx.size(5, 2), 0, lambda: shutil.rmtree(folder, True))["start"]

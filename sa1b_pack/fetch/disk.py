@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..errors import SA1BPackError
 
-STORE_PER_TAR_BYTE = 1.0  # store bytes / tar bytes, measured by `make bench` (README)
+STORE_PER_TAR_BYTE = 1.0  # store bytes / tar bytes: `make bench`, docs/benchmarks.md#pack
 TYPICAL_SHARD_BYTES = 11 * 10**9  # for a shard whose server does not state its size
 HEADROOM = 1 << 30  # never plan to fill a disk to the last byte
 

@@ -116,6 +116,11 @@ class PartCache:
     def _folder(self, storage: Storage, name: str, entry: dict[str, Any]) -> Path:
         return self._store_dir(storage) / part_folder(storage.url, name, entry).rsplit("/", 1)[-1]
 
+    def has(self, storage: Storage, name: str, entry: dict[str, Any]) -> bool:
+        """Whether the part is here, complete, now (nothing is downloaded or waited for)."""
+        final = self._folder(storage, name, entry)
+        return final.is_dir() and _complete(final, entry)
+
     def get(
         self,
         storage: Storage,

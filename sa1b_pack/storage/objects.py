@@ -4,6 +4,7 @@ cache (see base.py)."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -27,9 +28,18 @@ from .faults import crash_point
 class ObjectStorage(Storage):
     def __init__(self, url: str, cache: PartCache | None = None) -> None:
         self.url = url
-        self.fs, self.base = fsspec.core.url_to_fs(url)
+        self._fs, self.base = fsspec.core.url_to_fs(url)
+        self._pid = os.getpid()
         self.stats = RequestStats()
         self.cache = cache
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """This process's filesystem: an async one (s3fs, gcsfs) used before a fork is not
+        fork-safe, so a forked child (DataLoader workers) makes its own on first use."""
+        if self._pid != os.getpid():
+            self._fs, self._pid = fsspec.core.url_to_fs(self.url)[0], os.getpid()
+        return self._fs
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return ObjectStorage, (self.url, self.cache)  # workers rebuild their own handles

@@ -16,6 +16,8 @@ from ..codec.geometry import resize_longest_shape
 from ..codec.jpeg import decode_image, decode_resized
 from ..codec.rle import decode_padded
 from ..errors import ConfigError
+from ..read.parts import Part
+from ..read.ranged import RangePart
 from ..read.reader import Store
 from .prompts import NEGATIVE_FROM, noisy_boxes, prompt_points
 from .relations import mask_relations
@@ -95,7 +97,7 @@ def eligible_images(store: Store, recipe: Recipe) -> np.ndarray:
     """
     chosen = []
     for p in range(len(store.shards)):
-        part = store.part(p)
+        part = filter_part(store, p)
         filters = (part.mask_column(c) for c in ("predicted_iou", "stability_score", "area"))
         ok = recipe.passing(*filters)
         running = np.concatenate([[0], np.cumsum(ok, dtype=np.int64)])
@@ -103,6 +105,19 @@ def eligible_images(store: Store, recipe: Recipe) -> np.ndarray:
         passing = running[start + part.images["mask_count"]] - running[start]
         chosen.append(store.part_start(p) + np.flatnonzero(passing > 0))
     return np.concatenate(chosen) if chosen else np.empty(0, np.int64)
+
+
+def filter_part(store: Store, p: int) -> Part:
+    """Part ``p``, to read its filter columns. On object storage through a part cache, a part
+    not cached yet is read by byte range (three columns of its annotations Parquet) and not
+    downloaded whole: the index reads every part, so downloading them (JPEGs and all) would
+    make each node's first start fetch the whole store into its cache."""
+    cache = getattr(store.storage, "cache", None)
+    name = store.shards[p]
+    entry = store.manifest["shards"][name]
+    if cache is not None and not cache.has(store.storage, name, entry):
+        return RangePart(store.storage, name, entry)  # type: ignore[arg-type]
+    return store.part(p)
 
 
 def choose_masks(

@@ -226,7 +226,7 @@ class SA1BSampler(EpochSampler, Sampler):
     (rank // ranks_per_node, default ``LOCAL_WORLD_SIZE``), for a part cache per node
     (train/nodes.py, docs/nodes.md). ``set_epoch(e)`` also sets the dataset's epoch, and every
     index carries its epoch to the workers (persistent ones too). ``state_dict()`` /
-    ``load_state_dict()``: see train/sampler.py and the README's "Resume" section.
+    ``load_state_dict()``: see train/sampler.py and docs/reading-and-training.md, "Resume".
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Every kind of bad input the packer must survive, as small shards built on the fly.
 
-Used by tests/store/test_bad_inputs.py, and run as a script it prints the README's table of what
-happens to each kind under ``--on-error fail`` and ``--on-error skip``:
+Used by tests/store/test_bad_inputs.py, and run as a script it prints docs/reliability.md's
+table of what happens to each kind under ``--on-error fail`` and ``--on-error skip``:
 
     python tests/store/bad_inputs.py
 """

@@ -195,3 +195,30 @@ def test_dataset_workers_read_through_the_cache(remote: str, packed_dir: Path, t
             assert torch.equal(a[key], b[key]), key
     # the workers filled one shared cache, once per part
     assert len(complete_parts(tmp_path / "cache")) == len(SHARDS)
+
+
+def test_fork_workers_after_the_parent_read_by_range(remote: str, packed_dir: Path) -> None:
+    """fsspec's async filesystems are not fork-safe: a store the parent read from (a sample
+    by range, here uncached) must still serve forked DataLoader workers, each with its own."""
+    pytest.importorskip("torch", reason="optional dependency: pip install sa1b-pack[torch]")
+    from torch.utils.data import DataLoader
+
+    store = open_store(remote)
+    assert bytes(store[0].jpeg) and store.storage.stats.requests > 0  # the parent's loop runs
+    loader = DataLoader(_Jpegs(store), batch_size=4, num_workers=2, collate_fn=list,
+                        multiprocessing_context="fork")  # fmt: skip
+    local = open_store(packed_dir)
+    assert [j for batch in loader for j in batch] == [bytes(s.jpeg) for s in local]
+
+
+class _Jpegs:
+    """Each item read in the worker process, through the store the parent already used."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int) -> bytes:
+        return bytes(self.store[i].jpeg)

@@ -163,6 +163,32 @@ def test_object_storage_keeps_it_in_the_part_cache(
         fsspec.filesystem("memory").rm("/index-test", recursive=True)
 
 
+def test_building_it_through_a_part_cache_downloads_no_part(
+    source_dir: Path, tmp_path: Path
+) -> None:
+    """The index reads three columns of every part: by byte range, so a node's first start
+    does not fetch the whole store into its cache; a part already cached is read there."""
+    import fsspec
+
+    url = "memory://index-ranged/store"
+    try:
+        for dst in (url, tmp_path / "local"):
+            assert pack(source_dir, dst, [0, 1], progress=False).ok
+        store = open_store(url, cache_dir=tmp_path / "cache", cache_bytes=10**9)
+        recipe = Recipe(min_predicted_iou=0.85, min_area=100)
+        built = eligible_images(store, recipe)
+        assert store.storage.cache.stats.downloads == 0 and store.storage.stats.requests > 0
+        assert same_bits(built, fresh(open_store(tmp_path / "local"), recipe))  # mapped parts
+        store[0].image()  # its part is downloaded, whole, for the sample
+        assert store.storage.cache.stats.downloads == 1
+        requests = store.storage.stats.requests
+        eligible_images(store, recipe)
+        assert store.storage.cache.stats.downloads == 1  # the cached part: read from disk,
+        assert store.storage.stats.requests > requests  # the other by range again
+    finally:
+        fsspec.filesystem("memory").rm("/index-ranged", recursive=True)
+
+
 def test_the_dataset_maps_and_pickles_the_persisted_file(store_copy: Path) -> None:
     torch = pytest.importorskip("torch", reason="SA1BDataset needs torch")
     import gc

@@ -24,6 +24,20 @@ def _most_runs(counts):
 
 
 @jit
+def _last_at_most(before, n, q):
+    """The lo in [0, n) with before[lo] <= q < before[lo + 1], by binary search: ``before``
+    ascending from before[0] = 0, and q < before[n] (the caller checks)."""
+    lo, hi = 0, n
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if before[mid] <= q:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@jit
 def pixels_at_ranks(runs, offsets, counts, total, value, ranks, out):
     """out[m, p] = offset of the ranks[m, p]-th pixel equal to ``value`` (1 foreground, 0
     background) of mask m, counted column-major; -1 where the rank is negative.
@@ -60,14 +74,7 @@ def pixels_at_ranks(runs, offsets, counts, total, value, ranks, out):
                 continue
             if q >= seen:
                 return m
-            lo = 0  # before[lo] <= q < before[hi]
-            hi = n
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if before[mid] <= q:
-                    lo = mid
-                else:
-                    hi = mid
+            lo = _last_at_most(before, n, q)
             out[m, p] = starts[lo] + q - before[lo]
     return -1
 
@@ -167,14 +174,7 @@ def box_background_at_ranks(runs, offsets, counts, height, width, boxes, ranks, 
                 continue
             if q >= before[ncols]:
                 return m
-            lo = 0  # before[lo] <= q < before[hi]: column x0 + lo
-            hi = ncols
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                if before[mid] <= q:
-                    lo = mid
-                else:
-                    hi = mid
+            lo = _last_at_most(before, ncols, q)  # column x0 + lo
             need = q - before[lo]
             a = np.int64(x0 + lo) * height + y0
             b = a + (y1 - y0)
